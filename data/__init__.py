@@ -1,0 +1,1 @@
+"""Data layer: annotation loaders, the segment table, video reading, the synthetic set."""

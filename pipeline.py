@@ -1,0 +1,130 @@
+"""Untrimmed videos in, scored action detections out: the command line.
+
+    python pipeline.py [--config configs/synthetic.yaml] --stage STAGE [section.key=value ...]
+
+Stages (each reads only what earlier stages wrote under `runtime.work_dir`):
+
+    finetune  fine-tune the TAda2D (or TSN) clip classifier on trimmed action segments
+    extract   sliding-window clip features of every video -> features/features.h5
+    bmn       train BMN on the features, write class-agnostic proposals/proposals.json
+    classify  classify the proposals -> detections/submission.json (leaderboard format)
+    eval      average mAP and proposal AR@AN -> eval/metrics.json, report.md, plots
+    all       the five in order
+
+This file only wires things: it parses arguments, loads and checks the config, sets up
+logging, and calls each stage's `run_<stage>(cfg, paths)` from its package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from configs.load import dump_config, load_config
+from configs.paths import STAGES, RunPaths
+from configs.runtime import setup_logging
+from configs.schema import Config, ConfigError
+
+DEFAULT_CONFIG = "configs/synthetic.yaml"
+log = logging.getLogger("pipeline")
+
+
+class StageNotImplemented(RuntimeError):
+    """The stage's package has not been written yet."""
+
+
+def _import_stage(module: str, function: str) -> Callable[[Config, RunPaths], None]:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as error:
+        if error.name == module:
+            raise StageNotImplemented(f"{module}.{function} is not implemented yet") from None
+        raise
+
+
+# One explicit entry per stage: (module, function, one line for --help).
+STAGE_FUNCTIONS: dict[str, tuple[str, str, str]] = {
+    "finetune": ("backbone.finetune", "run_finetune", "fine-tune the TAda2D/TSN clip classifier"),
+    "extract": ("features.extract", "run_extract", "sliding-window clip features to features.h5"),
+    "bmn": ("proposals.stage", "run_bmn", "train BMN, write proposals.json"),
+    "classify": ("localize.stage", "run_classify", "classify proposals, write submission.json"),
+    "eval": ("evaluation.stage", "run_eval", "average mAP and AR@AN, metrics.json and report"),
+}
+assert tuple(STAGE_FUNCTIONS) == STAGES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    stage_help = "\n".join(f"  {name:<9} {line}" for name, (_, _, line) in STAGE_FUNCTIONS.items())
+    parser = argparse.ArgumentParser(
+        prog="pipeline.py",
+        description="TAda2D temporal action localization: videos in, scored detections out.",
+        epilog=f"stages:\n{stage_help}\n  {'all':<9} the five stages in order\n\n"
+               "overrides: section.key=value with YAML values, e.g. bmn.lr=1e-3 extract.fps=30 "
+               "dataset.subsets=[validation]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--stage", required=True, choices=[*STAGES, "all"], help="which stage to run")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser
+
+
+def run_stage(stage: str, cfg: Config, paths: RunPaths) -> None:
+    module, function, _ = STAGE_FUNCTIONS[stage]
+    stage_function = _import_stage(module, function)
+    handler = setup_logging(paths.log_file(stage), rank=_rank())
+    try:
+        log.info("== stage %s ==", stage)
+        stage_function(cfg, paths)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(rank=_rank())
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    paths = RunPaths.from_config(cfg)
+    if _rank() == 0:
+        dump_config(cfg, paths.config_yaml)
+    if cfg.dataset.source == "synthetic":  # generated once, then cached by its parameters
+        from data.dataset import resolve_dataset_files
+
+        resolve_dataset_files(cfg)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    timings = []
+    for stage in stages:
+        start = time.perf_counter()
+        try:
+            run_stage(stage, cfg, paths)
+        except StageNotImplemented as error:
+            print(f"stage {stage}: {error}", file=sys.stderr)
+            return 3
+        except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
+            print(f"stage {stage} failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+        timings.append((stage, time.perf_counter() - start))
+    if len(timings) > 1:
+        log.info("timings: %s", ", ".join(f"{s} {t:.1f}s" for s, t in timings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""BMN proposals: boundary-matching layer, model, label maps, losses, post-processing.
+
+Module map (read in this order):
+
+- ``bm_layer``: the boundary-matching sampling and the BM map's axis convention.
+- ``bmn``: the Boundary-Matching Network.
+- ``targets``: start/end/IoU-map training targets from ground-truth segments.
+- ``losses``: TEM and PEM losses.
+- ``inputs``: per-dataset inputs (HACS rescaling, EK100 sliding windows and fusion).
+- ``postprocess``: candidate boundaries, proposal scores, Soft-NMS, seconds.
+"""
