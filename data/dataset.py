@@ -15,8 +15,8 @@ from configs.schema import Config, DatasetConfig
 from data.annotations import (
     Annotations,
     concat_annotations,
-    load_hacs_json,
     load_ek100_csv,
+    load_hacs_json,
     resolve_video_paths,
 )
 from data.synthetic import generate_dataset, synthetic_dataset_files

@@ -113,7 +113,7 @@ def action_state(verb_name: str, progress: float, radius: float) -> tuple[float,
         scale = 0.35 + 0.65 * p
     elif verb_name in ("fade-in", "fade-out"):
         p = progress if verb_name == "fade-in" else 1.0 - progress
-        opacity = 0.3 + 0.7 * p
+        opacity = 0.5 + 0.5 * p
     elif verb_name in ("red-to-green", "green-to-red"):
         p = progress if verb_name == "red-to-green" else 1.0 - progress
         colour = (1 - p) * RED + p * GREEN
@@ -132,13 +132,14 @@ class Renderer:
                  rng: np.random.Generator):
         self.size, self.noise_std, self.verbs = size, noise_std, verbs
         self.ys, self.xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        tint = rng.uniform(60, 140, size=3)
+        # muted backgrounds and distractors, saturated actions: an action always stands out
+        tint = rng.uniform(40, 100, size=3)
         ramp = (self.xs / size)[..., None] * rng.uniform(-40, 40, size=3)
         self.background = np.clip(tint + ramp, 0, 255).astype(np.float32)  # (H, W, 3)
         for _ in range(num_distractors):  # static: never part of an action
             mask = shape_mask(SHAPES[rng.integers(len(SHAPES))], self.xs, self.ys,
                               rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size, size * 0.07)
-            self.background[mask] = rng.uniform(20, 235, size=3)
+            self.background[mask] = rng.uniform(90, 140) + rng.uniform(-15, 15, size=3)
         self.rng = rng
 
     def frame(self, time_sec: float, actions: list[Action]) -> np.ndarray:
@@ -318,6 +319,7 @@ def _write_hacs_annotations(root: Path, cfg: SyntheticConfig, videos: list[Synth
             "annotations": [{"label": verbs[a.verb], "segment": [a.start_sec, a.end_sec]} for a in video.actions],
         }
     (root / "hacs_segments.json").write_text(json.dumps({"version": "synthetic", "database": database}))
+    (root / "classes.txt").write_text("\n".join(verbs) + "\n")  # keeps pair order (else names are sorted)
 
 
 def synthetic_dataset_files(cfg: SyntheticConfig, root: Path) -> dict:
@@ -334,4 +336,5 @@ def synthetic_dataset_files(cfg: SyntheticConfig, root: Path) -> dict:
         }
     json_path = str(root / "hacs_segments.json")
     return {"annotations": {"training": json_path, "validation": json_path},
+            "class_names": str(root / "classes.txt"),
             "video_dir": str(root / "videos"), "video_pattern": HACS_PATTERN}

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 import decord
+import numpy as np
 
 # decord can hold the Python interpreter lock for long decodes; bridge stays numpy.
 decord.bridge.set_bridge("native")
@@ -98,7 +98,25 @@ class VideoReader:
             self.width = max(1, int(round(native_width * scale)))
             del reader
             reader = self._open(width=self.width, height=self.height)
-        self._reader = reader
+        self._reader = self._working_reader(reader)
+
+    def _working_reader(self, reader):
+        """Work around decord 0.6 failing on a few small output widths (8, 12, 16, 24, 48, 72 px).
+
+        Its frame copy then fails with "from_size == to_size"; decoding at a width 2 px
+        larger works, so the frames come out that much wider (the height is kept).
+        """
+        for _ in range(4):
+            try:
+                reader.get_batch([0])
+                reader.seek(0)
+                return reader
+            except _DECODE_ERRORS as error:
+                if "from_size == to_size" not in str(error):
+                    raise VideoError(self.name, f"cannot decode: {_short(error)}") from None
+            self.width += 2
+            reader = self._open(width=self.width, height=self.height)
+        raise VideoError(self.name, f"decord cannot decode frames of width {self.width}")
 
     def _open(self, width: int = -1, height: int = -1):
         source = self._source
@@ -159,5 +177,7 @@ class VideoReader:
 
 def _short(error: BaseException) -> str:
     """The first line of an exception message (decord appends long C++ stack traces)."""
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: (Error: )?", "", lines[0])[:300]
