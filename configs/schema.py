@@ -174,6 +174,7 @@ class FinetuneConfig:
     momentum: float = 0.9  # sgd only
     crop_size: int = 56  # training crop (square), pixels
     short_side_range: list[int] = field(default_factory=lambda: [56, 72])  # random short side before the crop
+    flip: bool = False  # random horizontal flip; off when direction is a class (the synthetic move left/right)
     val_short_side: int = 64  # validation: resize short side to this, then center crop (0 = whole frame)
     val_crop_size: int = 0  # 0 = whole frame (no crop)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)

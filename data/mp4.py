@@ -20,8 +20,11 @@ def fps_fraction(fps: float) -> Fraction:
 
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, crf: int = 20,
-              preset: str = "veryfast") -> Path:
+              preset: str = "veryfast", keyframe_interval: int = 0) -> Path:
     """Encode RGB frames `(H, W, 3)` uint8 (H and W even) to an H.264 MP4 at `fps`.
+
+    `keyframe_interval` (frames, 0 = x264's default of 250) bounds how far a random seek
+    must decode from; short intervals make random clip access cheap.
 
     Written to a temporary name and renamed, so a crash never leaves a half-written
     file under the final name.
@@ -33,6 +36,8 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, crf: i
         stream = container.add_stream("libx264", rate=fps_fraction(fps))
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": preset}
+        if keyframe_interval > 0:
+            stream.options["g"] = str(keyframe_interval)
         first = True
         for frame in frames:
             if first:

@@ -41,7 +41,7 @@ import pandas as pd
 from configs.schema import SyntheticConfig
 from data.mp4 import write_mp4
 
-GENERATOR_VERSION = 1  # bump when the rendering changes, so caches are rebuilt
+GENERATOR_VERSION = 2  # bump when the rendering changes, so caches are rebuilt
 
 VERB_PAIRS = [("grow", "shrink"), ("fade-in", "fade-out"), ("red-to-green", "green-to-red"),
               ("move-right", "move-left")]
@@ -259,7 +259,7 @@ def _write_dataset(cfg: SyntheticConfig, root: Path, log) -> None:
         renderer = Renderer(cfg.frame_size, cfg.noise_std, cfg.num_distractors, verbs, rng)
         num_frames = int(round(video.duration_sec * cfg.fps))
         frames = (renderer.frame(i / cfg.fps, video.actions) for i in range(num_frames))
-        write_mp4(path, frames, cfg.fps)
+        write_mp4(path, frames, cfg.fps, keyframe_interval=max(1, int(round(cfg.fps))))  # 1 s GOPs
     if cfg.style == "ek100":
         _write_ek100_annotations(root, cfg, videos, verbs)
     else:

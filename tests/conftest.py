@@ -38,3 +38,17 @@ def decode_index(frames: np.ndarray) -> np.ndarray:
     bar = width / 8
     bits = [(frames[:, height // 2, int((b + 0.5) * bar), 0] > 127).astype(np.int64) << b for b in range(8)]
     return np.sum(bits, axis=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory) -> Path:
+    """One cache folder for the generated synthetic sets of the whole test session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_config(work_dir: Path, cache_dir: Path, *overrides: str):
+    """The end-to-end test config (configs/synthetic-tiny.yaml) writing under `work_dir`."""
+    from configs.load import load_config
+
+    return load_config(REPO_ROOT / "configs" / "synthetic-tiny.yaml",
+                       [f"runtime.work_dir={work_dir}", f"runtime.cache_dir={cache_dir}", *overrides])
