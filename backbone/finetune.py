@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -67,7 +68,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _segments_with_paths(annotations: Annotations, subset: str) -> object:
+def _segments_with_paths(annotations: Annotations, subset: str) -> pd.DataFrame:
+    """The subset's segments with a `path` column; segments of missing videos are dropped (logged)."""
     part = annotations.subset(subset)
     paths = part.videos.set_index("video_id")["path"]
     segments = part.segments.assign(path=part.segments["video_id"].map(paths).fillna(""))
@@ -123,9 +125,9 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
                                 crop_size=ft.val_crop_size)
     train_set = SegmentClips(train_segments, columns, train_sampling, ft.clips_per_segment, cfg.runtime.seed)
     val_set = SegmentClips(val_segments, columns, val_sampling, seed=cfg.runtime.seed)
-    train_loader, train_sampler, shuffle_generator = _loader(train_set, ft.batch_size, ctx, cfg.runtime.num_workers, True,
-                                          cfg.runtime.seed)
-    val_loader, _, _ = _loader(val_set, ft.batch_size, ctx, cfg.runtime.num_workers, False, cfg.runtime.seed)
+    workers, seed = cfg.runtime.num_workers, cfg.runtime.seed
+    train_loader, train_sampler, shuffle_generator = _loader(train_set, ft.batch_size, ctx, workers, True, seed)
+    val_loader, _, _ = _loader(val_set, ft.batch_size, ctx, workers, False, seed)
 
     torch.manual_seed(cfg.runtime.seed)
     model = build_classifier(cfg, heads)
