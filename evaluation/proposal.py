@@ -1,0 +1,163 @@
+"""Class-agnostic proposal metrics: average recall against the average number of proposals per video
+(AR@AN) and the area under that curve, as ActivityNet's ``eval_proposal.py`` computes them (the
+protocol BMN and the EK100 proposal generator report).
+
+The protocol, with ``max_avg_proposals`` = 100:
+
+1. The videos are those with ground truth. ``ratio = max_avg_proposals * num_videos / P`` where ``P``
+   counts *every* proposal in the file (also those of videos without ground truth, as the official
+   code does). Each video keeps its best ``min(int(n * ratio), n)`` proposals by score (stable sort:
+   equal scores keep file order).
+2. For ``j = 1..100`` the fraction ``f_j = j / 100 * max_avg_proposals * num_videos / K`` (``K`` the
+   kept total); a video with ``k`` kept proposals uses its top ``min(int(k * f_j), k)``. The float
+   arithmetic is the official one, including its truncation (``int(100 * 0.29)`` is 28, so the
+   29th point uses 28 proposals per video there and here alike).
+3. A ground-truth segment is recalled at threshold ``t`` if any of those proposals has tIoU >= t
+   (a proposal may recall several segments). Recall = recalled / all ground-truth segments; the
+   average recall (AR) is the mean over thresholds 0.5:0.05:0.95.
+4. ``AN_j = f_j * K / num_videos`` (= j for 100 proposals per video); AR@n is the AR at ``AN = n``;
+   AUC = trapezoid area of AR over AN divided by the last AN, a fraction (the official code prints
+   it times 100).
+
+Vectorized: for every (ground truth, threshold) the rank of the first proposal reaching the
+threshold is found once; recall at every point is then a comparison of that rank with the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from evaluation.tiou import overlapping_pairs, paired_tiou
+
+PROPOSAL_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+NUM_CURVE_POINTS = 100
+NAMED_AR_POINTS = (1, 5, 10, 100)  # AR@n reported when max_avg_proposals is 100
+
+
+@dataclass
+class ProposalResult:
+    """AR@AN curve.
+
+    Attributes:
+        tiou_thresholds: ``(T,)``.
+        recall: ``(T, 100)`` recall at each threshold and curve point.
+        average_recall: ``(100,)`` recall averaged over thresholds.
+        average_num_proposals: ``(100,)`` average number of proposals per video at each point.
+    """
+
+    tiou_thresholds: np.ndarray
+    recall: np.ndarray
+    average_recall: np.ndarray
+    average_num_proposals: np.ndarray
+
+    @property
+    def auc(self) -> float:
+        """Area under AR(AN) divided by the largest AN, a fraction in [0, 1]."""
+        area = np.trapezoid(self.average_recall, self.average_num_proposals)
+        return float(area / self.average_num_proposals[-1])
+
+    def ar_at(self, num_proposals: float) -> float:
+        """AR at the curve point whose AN is closest to ``num_proposals``."""
+        index = int(np.argmin(np.abs(self.average_num_proposals - num_proposals)))
+        return float(self.average_recall[index])
+
+    def to_metrics(self) -> dict:
+        """``{"AR@1", "AR@5", "AR@10", "AR@100", "AUC"}`` as fractions (points beyond the curve's
+        last AN are left out)."""
+        largest = self.average_num_proposals[-1]
+        metrics = {f"AR@{n}": self.ar_at(n) for n in NAMED_AR_POINTS if n <= largest * (1 + 1e-9)}
+        metrics["AUC"] = self.auc
+        return metrics
+
+
+def average_recall(
+    ground_truth: pd.DataFrame,
+    proposals: pd.DataFrame,
+    tiou_thresholds: Sequence[float] | None = None,
+    max_avg_proposals: float = 100,
+) -> ProposalResult:
+    """AR@AN of class-agnostic proposals (the protocol in the module docstring).
+
+    Args:
+        ground_truth: ``video_id, start, end`` (seconds); every row is one segment to recall.
+        proposals: ``video_id, start, end, score``; row order breaks score ties.
+        tiou_thresholds: default 0.5:0.05:0.95.
+        max_avg_proposals: the curve's largest average number of proposals per video.
+    """
+    thresholds = PROPOSAL_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds, float)
+    if ground_truth.empty:
+        raise ValueError("no ground-truth segment to recall")
+    if proposals.empty:
+        raise ValueError("the proposal file holds no proposal")
+
+    videos, gt_video = np.unique(ground_truth["video_id"].to_numpy(str), return_inverse=True)
+    num_videos = len(videos)
+    ratio = max_avg_proposals * num_videos / len(proposals)
+
+    # Proposals of ground-truth videos, by video then score descending (stable), with their rank.
+    prop_video = pd.Index(videos).get_indexer(proposals["video_id"].to_numpy(str))
+    in_gt_video = prop_video >= 0
+    prop_video = prop_video[in_gt_video]
+    prop_segments = proposals[["start", "end"]].to_numpy(np.float64)[in_gt_video]
+    order = np.lexsort((-proposals["score"].to_numpy(np.float64)[in_gt_video], prop_video))
+    prop_video, prop_segments = prop_video[order], prop_segments[order]
+    per_video = np.bincount(prop_video, minlength=num_videos)
+    rank = np.arange(len(prop_video)) - (np.cumsum(per_video) - per_video)[prop_video]
+
+    kept_per_video = np.minimum((per_video * ratio).astype(np.int64), per_video)
+    total_kept = int(kept_per_video.sum())
+    if total_kept == 0:
+        raise ValueError("no proposal kept for any ground-truth video")
+    kept = rank < kept_per_video[prop_video]
+    prop_video, prop_segments, rank = prop_video[kept], prop_segments[kept], rank[kept]
+
+    first_hit = _first_hit_rank(
+        gt_video, ground_truth, prop_video, prop_segments, rank, num_videos, thresholds
+    )
+
+    points = np.arange(1, NUM_CURVE_POINTS + 1)
+    fractions = points / 100.0 * (max_avg_proposals * float(num_videos) / total_kept)
+    # (V, 1) * (1, J) -> (V, J): proposals used per video at each curve point
+    used = np.minimum(
+        (kept_per_video[:, None] * fractions[None, :]).astype(np.int64), kept_per_video[:, None]
+    )
+    used_for_gt = used[gt_video]  # (G, J)
+    recall = np.empty((len(thresholds), NUM_CURVE_POINTS))
+    for t in range(len(thresholds)):
+        # (G, 1) < (G, J) -> (G, J): recalled when the first hit lies inside the used proposals
+        recall[t] = (first_hit[t][:, None] < used_for_gt).sum(axis=0) / len(ground_truth)
+    average_num_proposals = fractions * (float(total_kept) / num_videos)
+    return ProposalResult(thresholds, recall, recall.mean(axis=0), average_num_proposals)
+
+
+def _first_hit_rank(
+    gt_video: np.ndarray,
+    ground_truth: pd.DataFrame,
+    prop_video: np.ndarray,
+    prop_segments: np.ndarray,
+    rank: np.ndarray,
+    num_videos: int,
+    thresholds: np.ndarray,
+) -> np.ndarray:
+    """``(T, G)`` rank of the best-scored proposal reaching each threshold for each ground truth
+    (``int64`` max when none does)."""
+    gt_segments = ground_truth[["start", "end"]].to_numpy(np.float64)
+    pair_gt, pair_prop = overlapping_pairs(gt_video, gt_segments, prop_video, prop_segments, num_videos)
+    tiou = paired_tiou(prop_segments[pair_prop], gt_segments[pair_gt])
+    reach = tiou >= thresholds.min()
+    pair_gt, pair_rank, tiou = pair_gt[reach], rank[pair_prop[reach]], tiou[reach]
+    order = np.lexsort((pair_rank, pair_gt))  # by ground truth, then rank
+    pair_gt, pair_rank, tiou = pair_gt[order], pair_rank[order], tiou[order]
+
+    first_hit = np.full((len(thresholds), len(gt_video)), np.iinfo(np.int64).max)
+    # (T, n): pairs reaching each threshold; row-major nonzero keeps (threshold, gt, rank) order
+    threshold_index, pair_index = np.nonzero(tiou[None, :] >= thresholds[:, None])
+    owner = pair_gt[pair_index]
+    is_first = np.ones(len(pair_index), dtype=bool)
+    is_first[1:] = (threshold_index[1:] != threshold_index[:-1]) | (owner[1:] != owner[:-1])
+    first_hit[threshold_index[is_first], owner[is_first]] = pair_rank[pair_index[is_first]]
+    return first_hit
