@@ -2,7 +2,8 @@
 
 Module map (read in this order):
 
-- ``bm_layer``: the boundary-matching sampling and the BM map's axis convention.
+- ``bm_map``: the BM map's axis convention, valid cells, confidence channels (numpy only).
+- ``bm_layer``: the boundary-matching sampling.
 - ``bmn``: the Boundary-Matching Network.
 - ``targets``: start/end/IoU-map training targets from ground-truth segments.
 - ``losses``: TEM and PEM losses.
