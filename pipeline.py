@@ -121,9 +121,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stage {stage} failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
         timings.append((stage, time.perf_counter() - start))
-    if len(timings) > 1:
-        log.info("timings: %s", ", ".join(f"{s} {t:.1f}s" for s, t in timings))
+    if len(timings) > 1 and _rank() == 0:
+        print(summary(cfg, paths, timings))
     return 0
+
+
+def summary(cfg: Config, paths: RunPaths, timings: list[tuple[str, float]]) -> str:
+    """The closing table of `--stage all`: mAP per threshold, proposal AR, where the outputs are."""
+    import json
+
+    lines = ["", f"== results ({cfg.dataset.style} protocol, subset {cfg.eval.subset}) =="]
+    if paths.metrics_json.is_file():
+        metrics = json.loads(paths.metrics_json.read_text())
+        tasks = {t: metrics[t] for t in ("verb", "noun", "action") if t in metrics}
+        if "average_mAP" in metrics:
+            tasks = {"mAP": metrics}
+        for name, task in tasks.items():
+            cells = "  ".join(f"{t:.2f}:{m * 100:5.2f}" for t, m in zip(task["tiou_thresholds"], task["mAP"]))
+            lines.append(f"{name:<7} average mAP {task['average_mAP'] * 100:6.2f}   (tIoU:mAP %  {cells})")
+        if "proposals" in metrics:
+            p = metrics["proposals"]
+            lines.append(f"proposals AR@100 {p['AR@100'] * 100:6.2f}   AUC {p['AUC'] * 100:6.2f}")
+    outputs = [("config", paths.config_yaml), ("checkpoint", paths.checkpoint), ("features", paths.features_h5),
+               ("proposals", paths.proposals_json), ("submission", paths.submission_json),
+               ("metrics", paths.metrics_json), ("report", paths.report_md), ("logs", paths.logs_dir)]
+    lines += [f"{name:<11} {path}" for name, path in outputs if path.exists()]
+    lines.append("timings    " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in timings)
+                 + f"  (total {sum(t for _, t in timings):.1f}s)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""TAda2D / R2D: structure, shapes, the official-style block reference, init equivalence, sizes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backbone.build import build_model
+from backbone.tada2d import BasicBlock, Bottleneck, TAda2D, temporal_avg_pool3
+
+DTYPE = torch.float64
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """Moves every parameter and BN statistic off its initial value (route and BN2 included)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+            if name.endswith("running_var"):
+                tensor.copy_(noise.abs() + 0.5)
+            elif name.endswith("conv_expand.weight"):
+                tensor.copy_(0.2 * noise)
+            else:
+                tensor.add_(0.1 * noise)
+
+
+# ---- temporal pooling -------------------------------------------------------------------------
+
+
+def test_temporal_avg_pool3_hand_worked():
+    # One clip of 3 frames with values 3, 6, 9: zero padded, always divided by 3.
+    frames = torch.tensor([3.0, 6.0, 9.0], dtype=DTYPE).view(3, 1, 1, 1)  # (B*T, C, H, W), B=1
+    assert temporal_avg_pool3(frames, num_frames=3).flatten().tolist() == [3.0, 6.0, 5.0]
+
+
+def test_temporal_avg_pool3_is_official_avg_pool3d_and_keeps_clips_apart():
+    torch.manual_seed(0)
+    clips = torch.randn(3, 4, 5, 6, 7, dtype=DTYPE)  # (B, C, T, H, W)
+    official = F.avg_pool3d(clips, (3, 1, 1), stride=1, padding=(1, 0, 0))  # count_include_pad=True
+    folded = clips.transpose(1, 2).reshape(15, 4, 6, 7)  # (B, C, T, H, W) -> (B*T, C, H, W)
+    ours = temporal_avg_pool3(folded, num_frames=5).view(3, 5, 4, 6, 7).transpose(1, 2)
+    torch.testing.assert_close(ours, official, rtol=1e-14, atol=1e-14)
+
+
+# ---- one block against the official formulation in (B, C, T, H, W) ------------------------------
+
+
+def official_conv(x, conv):
+    """An nn.Conv2d applied per frame, written as the official Conv3d with a 1 x k x k kernel."""
+    return F.conv3d(x, conv.weight.unsqueeze(2), None, (1, *conv.stride), (0, *conv.padding))
+
+
+def official_bn(x, bn, training):
+    return F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias,
+                        training, bn.momentum, bn.eps)
+
+
+def official_route(x, route, training):
+    """RouteFuncMLP: a(avgpool(x) + g(globalpool(x))) -> bn -> relu -> b, + 1; Conv3d kernels."""
+    frame_pool = x.mean(dim=(3, 4), keepdim=True)  # (B, C, T, 1, 1)
+    global_pool = x.mean(dim=(2, 3, 4), keepdim=True)  # (B, C, 1, 1, 1)
+    g_weight = route.global_linear.weight[:, :, None, None, None]  # (C, C, 1, 1, 1)
+    a_weight = route.conv_reduce.weight[..., None, None]  # (C/r, C, k0, 1, 1)
+    b_weight = route.conv_expand.weight[..., None, None]  # (C, C/r, k1, 1, 1)
+    hidden = F.conv3d(frame_pool + F.conv3d(global_pool, g_weight, route.global_linear.bias), a_weight,
+                      route.conv_reduce.bias, padding=(a_weight.shape[2] // 2, 0, 0))
+    hidden = torch.relu(official_bn(hidden, route.bn, training))
+    return F.conv3d(hidden, b_weight, padding=(b_weight.shape[2] // 2, 0, 0)) + 1
+
+
+def official_tadaconv(x, alpha, conv):
+    """The official op: one calibrated kernel per frame, as a grouped conv over all B*T frames."""
+    batch, in_channels, num_frames, height, width = x.shape
+    weight = conv.weight[None, None]  # (1, 1, Cout, Cin, kh, kw), the official layout
+    # alpha (B, C, T, 1, 1) -> (B, T, 1, C, 1, 1); kernels (B*T*Cout, Cin, kh, kw)
+    kernels = alpha.permute(0, 2, 1, 3, 4).unsqueeze(2) * weight  # (B, T, Cout, Cin, kh, kw)
+    kernels = kernels.reshape(-1, in_channels, *weight.shape[-2:])
+    frames = x.permute(0, 2, 1, 3, 4).reshape(1, -1, height, width)  # (1, B*T*Cin, H, W)
+    out = F.conv2d(frames, kernels, None, conv.stride, conv.padding, groups=batch * num_frames)
+    return out.view(batch, num_frames, -1, *out.shape[-2:]).permute(0, 2, 1, 3, 4)
+
+
+def official_spatial(x, block, conv, bn, training):
+    """TAdaConv -> b_bn(y) + b_avgpool_bn(avgpool_t(y)) -> relu, as in TAdaConvBlockAvgPool."""
+    y = official_tadaconv(x, official_route(x, block.route, training), conv)
+    pooled = F.avg_pool3d(y, (3, 1, 1), stride=1, padding=(1, 0, 0))
+    return torch.relu(official_bn(y, bn, training) + official_bn(pooled, block.pool_bn, training))
+
+
+def official_block(x, block, training):
+    if isinstance(block, Bottleneck):
+        out = torch.relu(official_bn(official_conv(x, block.conv1), block.bn1, training))
+        out = official_spatial(out, block, block.conv2, block.bn2, training)
+        out = official_bn(official_conv(out, block.conv3), block.bn3, training)
+    else:
+        out = official_spatial(x, block, block.conv1, block.bn1, training)
+        out = official_bn(official_conv(out, block.conv2), block.bn2, training)
+    shortcut = x
+    if block.downsample is not None:
+        shortcut = official_bn(official_conv(x, block.downsample[0]), block.downsample[1], training)
+    return torch.relu(out + shortcut)
+
+
+@pytest.mark.parametrize("block_class", [Bottleneck, BasicBlock])
+@pytest.mark.parametrize("training", [True, False])
+def test_tada_block_matches_official_formulation(block_class, training):
+    torch.manual_seed(1)
+    block = block_class(8, 4, stride=2, adaptive=True, aggregate=True, route_reduction=2,
+                        route_kernels=(3, 3)).to(DTYPE).train(training)
+    randomize_(block, seed=1)
+    x = torch.randn(2, 8, 5, 9, 9, dtype=DTYPE)  # (B, C, T, H, W)
+    expected = official_block(x, block, training)
+    folded = block(x.transpose(1, 2).reshape(10, 8, 9, 9), num_frames=5)  # (B*T, C, H, W)
+    channels = folded.shape[1]
+    ours = folded.view(2, 5, channels, 5, 5).transpose(1, 2)  # (B*T, C', 5, 5) -> (B, C', T, 5, 5)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+# ---- the whole model ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth, expansion", [(18, 1), (50, 4)])
+def test_shapes_through_the_model(depth, expansion):
+    torch.manual_seed(2)
+    width, batch, num_frames = 8, 2, 4
+    model = TAda2D(depth, {"verb": 5, "noun": 7}, width=width, num_frames=num_frames).eval()
+    shapes = {}
+    for name in ("conv1", "layer1", "layer2", "layer3", "layer4"):
+        module = getattr(model, name)
+        last = module if name == "conv1" else module[-1]
+        last.register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
+    video = torch.randn(batch, 3, num_frames, 64, 64)  # (B, 3, T, H, W)
+    logits, feature = model(video)
+    bt = batch * num_frames  # frames stay folded: (B*T, C, H, W)
+    assert shapes == {
+        "conv1": (bt, width, 32, 32),  # stem, stride 2, no max pool
+        "layer1": (bt, width * expansion, 16, 16),  # res2 strided
+        "layer2": (bt, 2 * width * expansion, 8, 8),
+        "layer3": (bt, 4 * width * expansion, 4, 4),
+        "layer4": (bt, 8 * width * expansion, 2, 2),
+    }
+    assert feature.shape == (batch, model.feature_dim) == (batch, 8 * width * expansion)
+    assert {name: tuple(value.shape) for name, value in logits.items()} == {"verb": (2, 5), "noun": (2, 7)}
+    # Eval: dropout is off, so the logits are the heads applied to the feature itself.
+    torch.testing.assert_close(logits["noun"], model.heads["noun"](feature))
+
+
+def test_clips_in_a_batch_do_not_mix_and_feature_is_the_mean_of_the_last_stage():
+    torch.manual_seed(3)
+    model = TAda2D(18, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
+    randomize_(model, seed=3)
+    last_stage = {}
+    model.layer4[-1].register_forward_hook(lambda _m, _i, out: last_stage.__setitem__("out", out))
+    videos = torch.randn(3, 3, 4, 32, 32, dtype=DTYPE)
+    _, feature = model(videos)
+    stage = last_stage["out"]  # (B*T, D, h, w)
+    expected = stage.view(3, 4, *stage.shape[1:]).mean(dim=(1, 3, 4))  # mean over T, H, W
+    torch.testing.assert_close(feature, expected, rtol=1e-12, atol=1e-12)
+    for index in range(3):
+        _, alone = model(videos[index:index + 1])
+        torch.testing.assert_close(alone[0], feature[index], rtol=1e-12, atol=1e-12)
+
+
+def test_frame_order_matters_to_tada2d_not_to_r2d():
+    torch.manual_seed(4)
+    tada = build_model("tada2d", depth=18, heads={"label": 2}, width=8, num_frames=4).to(DTYPE).eval()
+    r2d = build_model("tsn", depth=18, heads={"label": 2}, width=8, num_frames=4).to(DTYPE).eval()
+    randomize_(tada, seed=4)
+    randomize_(r2d, seed=4)
+    video = torch.randn(1, 3, 4, 32, 32, dtype=DTYPE)
+    reversed_video = video.flip(2)  # frames in reverse order
+    torch.testing.assert_close(r2d(video)[1], r2d(reversed_video)[1], rtol=1e-12, atol=1e-12)
+    assert (tada(video)[1] - tada(reversed_video)[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_tada2d_at_init_computes_exactly_what_r2d_computes(depth):
+    torch.manual_seed(5)
+    settings = dict(depth=depth, heads={"label": 6}, width=8, num_frames=4, dropout=0.5)
+    r2d = build_model("tsn", **settings).to(DTYPE)
+    tada = build_model("tada2d", **settings).to(DTYPE)
+    result = tada.load_state_dict(r2d.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    # What R2D lacks is exactly the route functions and the aggregation BNs.
+    assert result.missing_keys and all(".route." in key or ".pool_bn." in key for key in result.missing_keys)
+    video = torch.randn(2, 3, 4, 32, 32, dtype=DTYPE)
+    for training in (True, False):  # batch statistics, then running statistics
+        r2d.train(training)
+        tada.train(training)
+        torch.manual_seed(6)
+        r2d_logits, r2d_feature = r2d(video)
+        torch.manual_seed(6)  # same dropout mask
+        tada_logits, tada_feature = tada(video)
+        torch.testing.assert_close(tada_feature, r2d_feature, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(tada_logits["label"], r2d_logits["label"], rtol=1e-13, atol=1e-13)
+
+
+def test_parameter_counts_match_the_paper():
+    tada = build_model("tada2d", depth=50, heads={"label": 400})
+    r2d = build_model("tsn", depth=50, heads={"label": 400})
+    tada_params = sum(p.numel() for p in tada.parameters())
+    r2d_params = sum(p.numel() for p in r2d.parameters())
+    assert abs(tada_params - 27.5e6) < 0.05e6, f"TAda2D-R50/400 has {tada_params} parameters, paper 27.5M"
+    assert abs(r2d_params - 24.3e6) < 0.05e6, f"R2D-R50/400 has {r2d_params} parameters, paper 24.3M"
+    extra = tada_params - r2d_params
+    assert abs(extra - 3.2e6) < 0.1e6, f"TAdaConv adds {extra} parameters, paper +3.2M"
+    assert tada.feature_dim == r2d.feature_dim == 2048
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="depth"):
+        TAda2D(26, {"label": 2})
+    with pytest.raises(ValueError, match="unknown backbone name 'i3d'"):
+        build_model("i3d", depth=18, heads={"label": 2})
+    model = TAda2D(18, {"label": 2}, width=8, num_frames=4)
+    with pytest.raises(ValueError, match=r"input must be \(B, 3, T=4, H, W\)"):
+        model(torch.randn(1, 3, 8, 32, 32))
+    with pytest.raises(ValueError, match="feature must be"):
+        model.classify_features(torch.randn(2, 5))
