@@ -97,7 +97,7 @@ class SegmentClips(Dataset):
     def _reader(self, path: str) -> VideoReader:
         reader = self._readers.pop(path, None) or VideoReader(path, short_side=self.sampling.decode_short_side)
         self._readers[path] = reader  # most recently used last
-        while len(self._readers) > 8:
+        while len(self._readers) > 64:  # an open reader is cheap to keep, costly to reopen
             self._readers.popitem(last=False)
         return reader
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -152,7 +153,12 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     last_path = paths.backbone_dir / "last.pt"
+    config_dict = asdict(cfg)
     start_epoch, history = 0, []
+    if last_path.is_file() and not _same_training(read_checkpoint(last_path)["config"], config_dict):
+        log.warning("finetune: %s was trained with other settings; starting afresh", last_path)
+        last_path.unlink()
+        paths.backbone_metrics.unlink(missing_ok=True)
     if last_path.is_file():
         checkpoint = read_checkpoint(last_path)
         load_checkpoint(last_path, bare_model, strict=True)
@@ -166,7 +172,6 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     log.info("finetune %s-R%d width %d: %d training clips/epoch, %d validation clips, %d epochs, %d process(es)",
              cfg.model.name, cfg.model.depth, cfg.model.width, len(train_set), len(val_set), ft.epochs,
              ctx.world_size)
-    config_dict = asdict(cfg)
     for epoch in range(start_epoch, ft.epochs):
         torch.manual_seed(cfg.runtime.seed + 1000 * (epoch + 1) + ctx.rank)  # dropout: same on resume
         train_set.set_epoch(epoch)
@@ -202,7 +207,7 @@ def _train_one_epoch(model, loader, optimizer, scheduler, scaler, columns, devic
     model.train()
     total_loss, total_clips, started = 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not ctx.is_main, leave=False,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for clips, labels in bar:
         video = clips_to_tensor(clips).to(device, non_blocking=True)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
         labels = labels.to(device)  # (B, num_heads)
@@ -244,6 +249,12 @@ def evaluate(model, loader, columns: list[str], device, ctx: DistributedContext)
     if len(columns) > 1:
         result["action"] = accuracy[-1]
     return result
+
+
+def _same_training(old: dict, new: dict) -> bool:
+    """Whether a checkpoint's run can be resumed by this one: same model, schedule, seed, data."""
+    return all(old.get(key) == new.get(key) for key in ("model", "finetune", "dataset")) and \
+        old.get("runtime", {}).get("seed") == new["runtime"]["seed"]
 
 
 def _read_history(path: Path, completed_epochs: int) -> list[dict]:
