@@ -26,6 +26,7 @@ from backbone.tadaconv import RouteFunction, TAdaConv2d
 
 # depth -> (block type, blocks per stage res2..res5)
 RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    10: ("basic", (1, 1, 1, 1)),  # ResNet-10: the smallest 4-stage net, for CPU demos and tests
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),

@@ -138,7 +138,7 @@ class ModelConfig:
     """The clip classifier: TAda2D or the R2D/TSN baseline, and the clips it sees."""
 
     name: str = "tada2d"  # "tada2d" or "tsn" (R2D: same network without TAdaConv and temporal aggregation)
-    depth: int = 18  # ResNet depth: 18, 34, 50 or 101
+    depth: int = 18  # ResNet depth: 10 (one block per stage, CPU demos), 18, 34, 50 or 101
     width: int = 64  # channels of the first stage (64 in the standard ResNets; smaller for CPU demos)
     num_frames: int = 8  # frames per clip
     interval: int = 8  # frames between sampled clip frames, on the decode-fps timeline
@@ -149,7 +149,8 @@ class ModelConfig:
 
     def validate(self, prefix: str) -> None:
         _check_choice(self.name, f"{prefix}.name", ("tada2d", "tsn"))
-        _check(self.depth in (18, 34, 50, 101), f"{prefix}.depth", f"must be 18, 34, 50 or 101, got {self.depth}")
+        _check(self.depth in (10, 18, 34, 50, 101), f"{prefix}.depth",
+               f"must be 10, 18, 34, 50 or 101, got {self.depth}")
         _check(self.width >= 4, f"{prefix}.width", "must be >= 4")
         _check(self.num_frames >= 1, f"{prefix}.num_frames", "must be >= 1")
         _check(self.interval >= 1, f"{prefix}.interval", "must be >= 1")

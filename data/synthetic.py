@@ -41,7 +41,7 @@ import pandas as pd
 from configs.schema import SyntheticConfig
 from data.mp4 import write_mp4
 
-GENERATOR_VERSION = 2  # bump when the rendering changes, so caches are rebuilt
+GENERATOR_VERSION = 3  # bump when the rendering changes, so caches are rebuilt
 
 VERB_PAIRS = [("grow", "shrink"), ("fade-in", "fade-out"), ("red-to-green", "green-to-red"),
               ("move-right", "move-left")]
@@ -119,7 +119,7 @@ def action_state(verb_name: str, progress: float, radius: float) -> tuple[float,
         colour = (1 - p) * RED + p * GREEN
     elif verb_name in ("move-right", "move-left"):
         p = progress if verb_name == "move-right" else 1.0 - progress
-        offset = -1.0 + 2.0 * p
+        offset = -0.6 + 1.2 * p
     else:
         raise ValueError(f"unknown verb {verb_name!r}")
     return radius * scale, colour, opacity, offset
@@ -180,8 +180,8 @@ def plan_videos(cfg: SyntheticConfig) -> list[SyntheticVideo]:
 
 def _random_action(cfg: SyntheticConfig, start: float, end: float, verb: int, rng) -> Action:
     size = cfg.frame_size
-    radius = size * rng.uniform(0.12, 0.18)
-    margin = 2.2 * radius  # room for the move verbs' offset of one radius
+    radius = size * rng.uniform(0.17, 0.24)
+    margin = 1.7 * radius  # room for the move verbs' offset of 0.6 radius
     return Action(round(start, 2), round(end, 2), verb, int(rng.integers(cfg.num_shapes)),
                   float(rng.uniform(margin, size - margin)), float(rng.uniform(radius + 1, size - radius - 1)),
                   float(radius))

@@ -58,7 +58,7 @@ def test_overrides_are_yaml_typed():
     ("extract.stride=0", "extract.stride: must be >= 1"),
     ("extract.stride=2.5", "extract.stride: expected int"),
     ("model.depth=abc", "model.depth: expected int"),
-    ("model.depth=20", "model.depth: must be 18, 34, 50 or 101"),
+    ("model.depth=20", "model.depth: must be 10, 18, 34, 50 or 101"),
     ("eval.report=3", "eval.report: expected bool"),
     ("dataset.subsets=[train]", "dataset.subsets"),
     ("extract.shard=3/2", "extract.shard"),
