@@ -1,9 +1,11 @@
 """Benchmark: BMN training throughput, peak memory, inference and post-processing time per video,
-and the boundary-matching layer's single matmul against a per-proposal Python loop.
+the boundary-matching layer's single matmul against a per-proposal Python loop, and the window
+fusion plus post-processing of one long EK100-style video.
 
     python bench/bmn.py [--scales 100 200] [--feature-dim 2048] [--batch-size 1] [--iterations 1]
                         [--warmup 0] [--threads N] [--device cpu|cuda]
                         [--loop-scale 40] [--loop-channels 64] [--skip-loop]
+                        [--long-video-min 60] [--clip-step-sec 0.1333]
 
 Hidden sizes are the paper's (256 / 128 / 512, 32 samples x 3 per bin). Each temporal scale runs in
 its own spawned process so that its peak memory is its own: on CUDA ``torch.cuda.max_memory_allocated``
@@ -11,7 +13,11 @@ its own spawned process so that its peak memory is its own: on CUDA ``torch.cuda
 minus its value right after the model and the input batches were built, i.e. what training and
 inference added on top of the model and the BM weights (the weights are reported separately). Inputs and
 targets are random (targets from random ground truth through ``proposals.targets``); nothing is
-read from disk. Figures are printed, never used as test thresholds.
+read from disk. The long-video figure times ``fuse_window_predictions`` and ``postprocess_video`` on
+random window outputs (no model) for a video of ``--long-video-min`` minutes with a clip every
+``--clip-step-sec`` seconds (EK100: 8 frames at 60 fps), windows of the first scale, 50% overlap;
+add the model's time per window (the scale rows' inference time) for a whole video.
+Figures are printed, never used as test thresholds.
 """
 
 import argparse
@@ -30,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from proposals.bm_layer import BoundaryMatchingLayer  # noqa: E402
 from proposals.bm_map import bm_valid_mask  # noqa: E402
 from proposals.bmn import BMN  # noqa: E402
-from proposals.inputs import rescaled_video_scores  # noqa: E402
+from proposals.inputs import fuse_window_predictions, rescaled_video_scores, sliding_windows  # noqa: E402
 from proposals.losses import bmn_loss  # noqa: E402
 from proposals.postprocess import postprocess_video  # noqa: E402
 from proposals.targets import bmn_targets  # noqa: E402
@@ -44,7 +50,8 @@ def random_batch(rng, batch_size, feature_dim, temporal_scale, device):
         segments = np.sort(rng.uniform(0, 1, size=(int(rng.integers(1, 4)), 2)), axis=1)
         targets.append(bmn_targets(segments, temporal_scale))
     gt_iou, gt_start, gt_end = (
-        torch.tensor(np.stack([target[i] for target in targets]), dtype=torch.float32, device=device) for i in range(3)
+        torch.tensor(np.stack([target[i] for target in targets]), dtype=torch.float32, device=device)
+        for i in range(3)
     )
     return features, gt_iou, gt_start, gt_end
 
@@ -109,7 +116,9 @@ def measure_scale(temporal_scale, args, queue):
         synchronize(device)
     inference_s = time.perf_counter() - infer_start
     post_start = time.perf_counter()
-    scores = rescaled_video_scores(start[0].cpu().numpy(), end[0].cpu().numpy(), confidence_map[0].cpu().numpy(), 60.0)
+    scores = rescaled_video_scores(
+        start[0].cpu().numpy(), end[0].cpu().numpy(), confidence_map[0].cpu().numpy(), 60.0
+    )
     proposals = postprocess_video(scores, temporal_scale, top_k=100)
     post_s = time.perf_counter() - post_start
 
@@ -142,7 +151,8 @@ def naive_bm_sampling(features, num_sample, num_sample_perbin, ratio):
     """
     batch, channels, steps = features.shape
     out = features.new_zeros(batch, channels, num_sample, steps, steps)
-    padded = torch.cat([features, features.new_zeros(batch, channels, 1)], dim=2)  # (B, C, T+1): index T is zero
+    # (B, C, T) -> (B, C, T+1): index T is zero
+    padded = torch.cat([features, features.new_zeros(batch, channels, 1)], dim=2)
     point_index = torch.arange(num_sample * num_sample_perbin, dtype=torch.float64)
     for d in range(steps):
         for s in range(steps - d):
@@ -179,25 +189,48 @@ def bench_bm_layer(temporal_scale, channels, device):
     return matmul_s, loop_s, max_difference
 
 
+def bench_long_video(minutes, clip_step_sec, temporal_scale):
+    """Window fusion and post-processing of one long video from random window outputs (seconds)."""
+    rng = np.random.default_rng(0)
+    times = np.arange(0.5 * clip_step_sec, minutes * 60.0, clip_step_sec)  # (N,) clip centres
+    windows = sliding_windows(len(times), temporal_scale, overlap=0.5)
+    start = rng.uniform(size=(len(windows), temporal_scale))  # (W, T)
+    end = rng.uniform(size=(len(windows), temporal_scale))  # (W, T)
+    # (W, 2, D, T) with D = T
+    maps = rng.uniform(size=(len(windows), 2, temporal_scale, temporal_scale)).astype(np.float32)
+    fuse_start = time.perf_counter()
+    scores = fuse_window_predictions(windows, start, end, maps, times, duration_sec=minutes * 60.0)
+    fuse_s = time.perf_counter() - fuse_start
+    post_start = time.perf_counter()
+    proposals = postprocess_video(scores, temporal_scale, top_k=100)
+    post_s = time.perf_counter() - post_start
+    return len(times), len(windows), fuse_s, post_s, len(proposals)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[100, 200], help="temporal scales T")
     parser.add_argument("--feature-dim", type=int, default=2048, help="input feature channels")
     parser.add_argument("--batch-size", type=int, default=1, help="training windows per step")
     parser.add_argument("--iterations", type=int, default=1, help="timed training steps per scale")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed training steps first (CPU 0, CUDA 1)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed training steps first (CPU 0, CUDA 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--loop-scale", type=int, default=40, help="T of the matmul vs loop comparison")
     parser.add_argument("--loop-channels", type=int, default=64, help="channels of that comparison")
     parser.add_argument("--skip-loop", action="store_true", help="skip the per-proposal loop baseline")
+    parser.add_argument("--long-video-min", type=float, default=60.0,
+                        help="long-video figure: minutes (0: skip)")
+    parser.add_argument("--clip-step-sec", type=float, default=8 / 60, help="long-video figure: clip spacing")
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = 0 if args.device == "cpu" else 1
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"BMN bench on {args.device} ({torch.get_num_threads()} CPU threads), feature_dim={args.feature_dim}, "
+        f"BMN bench on {args.device} ({torch.get_num_threads()} CPU threads), "
+        f"feature_dim={args.feature_dim}, "
         f"hidden 256/128/512, 32x3 samples, batch {args.batch_size}, {args.iterations} timed step(s)"
     )
 
@@ -231,6 +264,17 @@ def main():
         )
         print(json.dumps(result), file=sys.stderr)
     print(f"peak memory: {peak_kind}")
+
+    if args.long_video_min > 0:
+        scale = args.scales[0]
+        clips, windows, fuse_s, post_s, kept = bench_long_video(
+            args.long_video_min, args.clip_step_sec, scale
+        )
+        print(
+            f"long video, {args.long_video_min:g} min, {clips} clips, {windows} windows of T={scale}: "
+            f"fusion {fuse_s:.2f} s, post-processing {post_s:.2f} s, {kept} proposals "
+            f"(+ {windows} x the T={scale} inference time per window)"
+        )
 
 
 if __name__ == "__main__":
