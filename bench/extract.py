@@ -1,0 +1,172 @@
+"""Benchmark: does decoding overlap the model in the extract stage? All figures from this one process.
+
+    python bench/extract.py [--videos 8] [--workers 1] [--threads 0] [--repeats 3]
+
+On synthetic videos (configs/synthetic.yaml's set, ``--videos`` of its validation videos, generated
+into the config's cache dir on first use) with the demo model (the config's ``model`` section,
+random weights) and the config's extract settings, it measures:
+
+* decode only: ``ClipBatchDataset`` in this process (decode each needed frame once, build the
+  clips), in frames/s (the target frames the clips need) and clips/s;
+* model only: the same clips, already decoded into memory, through ``ClipEncoder`` (uint8 to
+  normalised float, forward pass), in clips/s;
+* end to end: ``extract_videos`` (DataLoader decode workers, model, HDF5 writer), in clips/s,
+  with ``--workers`` decoding processes and, for comparison, with none (decoding in between
+  forward passes);
+* end to end / model only: 1.0 means that decoding and writing are completely hidden.
+
+Model-only and end-to-end passes are interleaved ``--repeats`` times and the medians are used,
+so that load from other processes hits them alike. On a shared machine wall-clock figures follow
+the load (and Linux gives each session, not each process, its share of the CPUs, so a decode
+worker then competes with the model). The CPU seconds of each process do not: the second block
+prints them, and the ratio they imply on otherwise idle cores (model-only CPU time over that of
+the busier process, main or worker; exact for one model thread). Prints figures; never a test
+threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs.load import load_config  # noqa: E402
+from data.dataset import load_dataset  # noqa: E402
+from data.video import VideoReader  # noqa: E402
+from features.decode import ClipBatch, ClipBatchDataset, ClipSampling  # noqa: E402
+from features.extract import load_extraction_model, model_threads, store_attrs  # noqa: E402
+from features.loop import ClipEncoder, extract_videos  # noqa: E402
+from features.sources import sources_from_table  # noqa: E402
+from features.store import FeatureWriter  # noqa: E402
+from features.windows import clip_grid  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Timing:
+    """One measured pass: wall seconds, CPU seconds of this process and of its (joined) worker processes."""
+
+    wall: float
+    main_cpu: float
+    worker_cpu: float
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(function) -> tuple[Timing, object]:
+    wall, cpu, child = time.perf_counter(), time.process_time(), children_cpu()
+    result = function()
+    timing = Timing(time.perf_counter() - wall, time.process_time() - cpu, children_cpu() - child)
+    return timing, result
+
+
+def decode_only(dataset: ClipBatchDataset) -> list[torch.Tensor]:
+    """Decode every video in this process; the decoded clip batches (uint8)."""
+    return [item.clips for item in dataset if isinstance(item, ClipBatch)]
+
+
+def model_only(encoder: ClipEncoder, batches: list[torch.Tensor]) -> None:
+    for clips in batches:
+        encoder(clips)
+
+
+def end_to_end(sources, sampling, encoder, attrs, cfg, num_workers: int, decoder_threads: int) -> int:
+    """A whole ``extract_videos`` run into a fresh temporary store; returns the clips extracted."""
+    with tempfile.TemporaryDirectory() as folder:
+        with FeatureWriter(Path(folder) / "features.h5", attrs, dtype=cfg.extract.dtype) as writer:
+            summary = extract_videos(sources, sampling, encoder, writer,
+                                     clips_per_chunk=cfg.extract.clips_per_chunk,
+                                     batch_size=cfg.extract.batch_size, num_workers=num_workers,
+                                     decoder_threads=decoder_threads, show_progress=False)
+    if summary.failures:
+        raise RuntimeError(f"bench: videos failed: {summary.failures}")
+    return summary.num_clips
+
+
+def median_timing(timings: list[Timing]) -> Timing:
+    return Timing(*(statistics.median(getattr(t, name) for t in timings)
+                    for name in ("wall", "main_cpu", "worker_cpu")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "synthetic.yaml"))
+    parser.add_argument("--videos", type=int, default=8, help="validation videos to use (each 16-24 s)")
+    parser.add_argument("--workers", type=int, default=1, help="decoding workers of the end-to-end run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the model (0 = as the stage: the cores the workers leave)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved model-only / end-to-end passes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    cfg = load_config(args.config, ["extract.weights=random", "dataset.subsets=[validation]"])
+    # The stage's choice: --threads, or torch's default capped at the cores the decode workers leave.
+    threads = model_threads(args.threads, args.workers, "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    videos = load_dataset(cfg).videos.head(args.videos)
+    sources = sources_from_table(videos)
+    extraction = load_extraction_model(cfg, paths=None)
+    section = extraction.section
+    sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
+                            interval_frames=section["interval"], stride_frames=cfg.extract.stride,
+                            short_side=cfg.extract.short_side, crop=cfg.extract.crop)
+    encoder = ClipEncoder(extraction.model, "cpu")
+    attrs = store_attrs(cfg, extraction)
+    dataset = ClipBatchDataset(sources, sampling, cfg.extract.clips_per_chunk, cfg.extract.batch_size)
+
+    grids = [clip_grid(VideoReader(path).duration, cfg.extract.fps, section["num_frames"],
+                       section["interval"], cfg.extract.stride) for path in videos["path"]]
+    num_frames = sum(grid.frame_ids.size for grid in grids)
+    decode, batches = timed(lambda: decode_only(dataset))
+    num_clips = sum(len(clips) for clips in batches)
+    encoder(batches[0])  # warm-up
+
+    passes: dict[str, list[Timing]] = {"model": [], "workers": [], "inline": []}
+    for _ in range(args.repeats):
+        passes["model"].append(timed(lambda: model_only(encoder, batches))[0])
+        timing, clips = timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, args.workers, 1))
+        assert clips == num_clips
+        passes["workers"].append(timing)
+        passes["inline"].append(timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, 0, 0))[0])
+    model, workers, inline = (median_timing(passes[name]) for name in ("model", "workers", "inline"))
+
+    print(f"extract bench: {len(sources)} videos, {num_clips} clips, {num_frames} frames at "
+          f"{cfg.extract.fps:g} fps, short side {cfg.extract.short_side}; model {section['name']}-"
+          f"r{section['depth']} width {section['width']}, T={section['num_frames']}, batch "
+          f"{cfg.extract.batch_size}; torch threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("wall clock (what this machine gave us):")
+    print(f"  decode only (in process):       {num_frames / decode.wall:8.1f} frames/s "
+          f"({num_clips / decode.wall:.1f} clips/s)")
+    print(f"  model only (clips in memory):   {num_clips / model.wall:8.1f} clips/s")
+    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode in process", inline)):
+        print(f"  end to end, {name + ':':<19} {num_clips / timing.wall:8.1f} clips/s   "
+              f"ratio to model only {model.wall / timing.wall:.2f}")
+    # CPU seconds do not depend on what else runs on the machine. With the worker on a core of its own,
+    # the end-to-end time is that of the busier process (plus filling the pipeline at the start).
+    print("CPU time (per process; on otherwise idle cores the busier process sets the pace):")
+    print(f"  decode only: {decode.main_cpu:6.2f} s   model only: {model.main_cpu:6.2f} s")
+    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode in process", inline)):
+        pace = max(timing.main_cpu, timing.worker_cpu / max(args.workers, 1))
+        print(f"  end to end, {name + ':':<19} main {timing.main_cpu:6.2f} s, "
+              f"workers {timing.worker_cpu:6.2f} s   ratio to model only {model.main_cpu / pace:.2f}")
+
+
+if __name__ == "__main__":
+    main()

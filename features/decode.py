@@ -1,0 +1,184 @@
+"""Decoding videos into batches of uint8 clips, in DataLoader workers.
+
+``ClipBatchDataset`` is an ``IterableDataset`` over videos. Each worker process takes
+every ``num_workers``-th video, opens its own reader (``SourceOpener``) and walks the
+video's clip grid chunk by chunk (``features.windows.chunks``): every needed frame is
+decoded once, in time order, resized to ``short_side`` by the decoder; the frames that
+the next chunk shares stay in a small buffer; clips are built by indexing the buffer.
+Memory per worker is bounded by ``clips_per_chunk``, not by the video length.
+
+The worker yields, in order for each video:
+
+* ``ClipBatch`` items of at most ``batch_size`` consecutive clips (the last one has
+  ``is_last=True``), or
+* one ``VideoFailure`` when anything goes wrong with the video (missing, empty,
+  truncated, undecodable, zero frames, or an unexpected error): possibly after some
+  of its batches. The worker then goes on with its next video, so one bad file never
+  stops the DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from backbone.clips import center_crop
+from data.video import VideoError
+from features.sources import SourceOpener, VideoSource
+from features.windows import chunks, clip_grid
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How clips are laid on a video (see ``features.windows``) and how frames are decoded.
+
+    Attributes:
+        fps: target decode timeline, frames per second.
+        num_frames: frames per clip.
+        interval_frames: target frames between a clip's frames.
+        stride_frames: target frames between clip starts.
+        short_side: frames are resized so that the shorter side has this many pixels.
+        crop: "none" (whole frame) or "center" (square center crop of side ``short_side``).
+    """
+
+    fps: float
+    num_frames: int
+    interval_frames: int
+    stride_frames: int
+    short_side: int
+    crop: str = "none"
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """Consecutive clips of one video.
+
+    Attributes:
+        video_index: position of the video in the dataset's source list.
+        video_id: its id.
+        clip_start: index of the first clip of the batch in the video's clip grid.
+        clips: (n, T, H, W, 3) uint8 RGB tensor, a view of (n, 3, T, H, W) contiguous memory: the
+            model's input layout, so that ``clips_to_tensor`` gives it without a copy and normalises
+            contiguous memory (the copy is made here, in the decoding worker).
+        times_sec: (n,) float64 clip-centre seconds.
+        num_clips: clips in the whole video (N of the grid).
+        duration_sec: the video's duration (seconds, as the reader measured it).
+        native_fps: the file's own frame rate.
+        is_last: the batch ends the video.
+    """
+
+    video_index: int
+    video_id: str
+    clip_start: int
+    clips: torch.Tensor
+    times_sec: np.ndarray
+    num_clips: int
+    duration_sec: float
+    native_fps: float
+    is_last: bool
+
+
+@dataclass(frozen=True)
+class VideoFailure:
+    """A video that could not be decoded; ``reason`` is one line."""
+
+    video_index: int
+    video_id: str
+    path: str
+    reason: str
+
+
+def keep_item(item):
+    """DataLoader ``collate_fn``: items are already batches."""
+    return item
+
+
+class ClipBatchDataset(IterableDataset):
+    """Decodes ``sources`` into ``ClipBatch`` / ``VideoFailure`` items (see the module docstring).
+
+    Args:
+        sources: the videos, in the order they are processed (split over workers round-robin).
+        sampling: clip layout and decode size.
+        clips_per_chunk: clips decoded together (bounds the frame buffer).
+        batch_size: clips per ``ClipBatch``.
+        decoder_threads: decord threads per reader (0 = decord's default).
+    """
+
+    def __init__(self, sources: list[VideoSource], sampling: ClipSampling, clips_per_chunk: int,
+                 batch_size: int, decoder_threads: int = 0):
+        super().__init__()
+        if clips_per_chunk < 1 or batch_size < 1:
+            raise ValueError(f"ClipBatchDataset: clips_per_chunk ({clips_per_chunk}) and batch_size "
+                             f"({batch_size}) must be >= 1")
+        self.sources = list(sources)
+        self.sampling = sampling
+        self.clips_per_chunk = clips_per_chunk
+        self.batch_size = batch_size
+        self.decoder_threads = decoder_threads
+
+    def __iter__(self):
+        worker = get_worker_info()
+        worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        opener = SourceOpener()
+        try:
+            for video_index in range(worker_id, len(self.sources), num_workers):
+                yield from self.video_items(video_index, opener)
+        finally:
+            opener.close()
+
+    def video_items(self, video_index: int, opener: SourceOpener):
+        """One video's items: its ``ClipBatch``es, or a ``VideoFailure`` (possibly after some batches)."""
+        source = self.sources[video_index]
+        try:
+            yield from self._decode_batches(video_index, source, opener)
+        except VideoError as error:
+            yield VideoFailure(video_index, source.video_id, source.display_path, error.reason)
+        # Anything else a broken file provokes deep in a decoder must not end the DataLoader either:
+        # it becomes this video's failure, with the exception type to tell it from a decode error.
+        except Exception as error:  # noqa: BLE001
+            lines = str(error).strip().splitlines() or [""]
+            yield VideoFailure(video_index, source.video_id, source.display_path,
+                               f"{type(error).__name__}: {lines[0]}")
+
+    def _decode_batches(self, video_index: int, source: VideoSource, opener: SourceOpener):
+        sampling = self.sampling
+        reader = opener.reader(source, sampling.short_side, self.decoder_threads)
+        grid = clip_grid(reader.duration, sampling.fps, sampling.num_frames, sampling.interval_frames,
+                         sampling.stride_frames)
+        buffer = None  # (K, H, W, 3) uint8 frames of the previous chunk
+        last_native_index, last_native_frame = -1, None
+        for chunk in chunks(grid, self.clips_per_chunk):
+            # Target frames -> native frames (nearest presentation time). At a target rate above the
+            # native rate neighbouring target frames share a native frame; the one that straddles the
+            # chunk boundary is reused instead of decoded again (which would seek backwards).
+            native = reader.frame_indices(chunk.decode_times_sec)  # (D,) ascending
+            reused = native == last_native_index
+            fresh = reader.frames(native[~reused])  # (D - reused, H, W, 3)
+            if reused.any():
+                fresh = np.concatenate([np.repeat(last_native_frame[None], int(reused.sum()), axis=0), fresh])
+            if native.size:
+                last_native_index, last_native_frame = int(native[-1]), fresh[-1]
+            kept = buffer[chunk.keep_from_previous] if buffer is not None else fresh[:0]
+            buffer = np.concatenate([kept, fresh])  # (K + D, H, W, 3), in buffer_frame_ids order
+            frames = center_crop(buffer, sampling.short_side) if sampling.crop == "center" else buffer
+            for start in range(0, chunk.clip_stop - chunk.clip_start, self.batch_size):
+                stop = min(start + self.batch_size, chunk.clip_stop - chunk.clip_start)
+                clips = frames[chunk.clip_frame_ids[start:stop]]  # (n, T) buffer positions -> (n, T, H, W, 3)
+                # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, the model's layout
+                clips = np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3))
+                first_clip = chunk.clip_start + start
+                yield ClipBatch(
+                    video_index=video_index,
+                    video_id=source.video_id,
+                    clip_start=first_clip,
+                    # viewed as (n, 3, T, H, W) -> (n, T, H, W, 3), the layout ClipBatch promises
+                    clips=torch.from_numpy(clips).permute(0, 2, 3, 4, 1),
+                    times_sec=grid.clip_centers_sec[first_clip:first_clip + (stop - start)],
+                    num_clips=grid.num_clips,
+                    duration_sec=float(reader.duration),
+                    native_fps=float(reader.native_fps),
+                    is_last=first_clip + (stop - start) == grid.num_clips,
+                )
