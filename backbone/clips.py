@@ -21,8 +21,8 @@ def clips_to_tensor(clips: np.ndarray | Tensor) -> Tensor:
     if clips.dim() != 5 or clips.shape[-1] != 3:
         raise ValueError(f"clips must be (B, T, H, W, 3) uint8, got {tuple(clips.shape)}")
     x = clips.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)
 
 

@@ -125,7 +125,7 @@ class RuntimeConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
     seed: int = 0
     num_workers: int = 1  # DataLoader worker processes for decoding
-    num_threads: int = 0  # torch intra-op threads per process (0 = torch's default)
+    num_threads: int = 0  # torch threads per process (0 = default; extract on CPU leaves cores to decoders)
 
     def validate(self, prefix: str) -> None:
         _check_choice(self.device, f"{prefix}.device", ("auto", "cpu", "cuda"))
@@ -212,7 +212,7 @@ class ExtractConfig:
     weights: str = "checkpoint"  # "checkpoint" (the fine-tuned model), "pretrained" (model.pretrained), "random"
     checkpoint: str = ""  # checkpoint to use ("" = <work_dir>/backbone/checkpoint.pt)
     videos: str = ""  # "" = the dataset's videos; else a list file, a glob, or a .tar/.zip archive of videos
-    shard: str = ""  # "i/n": extract only share i of n (job arrays); merge with `pipeline.py --merge-shards`
+    shard: str = ""  # "i/n": extract only share i of n (job arrays); then `python -m features.merge FEATURES_H5`
     overwrite: bool = False  # start afresh when existing features were made with other settings
     channels_last: bool = True  # CUDA only
     bf16: bool = True  # bf16 autocast, CUDA only
