@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO_ROOT, decode_index, index_frames, tiny_config
+from testkit import REPO_ROOT, decode_index, index_frames, tiny_config
 
 from backbone import finetune
 from backbone.clip_dataset import ClipSampling, SegmentClips, augment, sample_clip_centers

@@ -4,7 +4,7 @@ import os
 import av
 import numpy as np
 import pytest
-from conftest import decode_index, index_frames
+from testkit import decode_index, index_frames
 
 from data.mp4 import write_mp4
 from data.video import VideoError, VideoReader
