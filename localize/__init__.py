@@ -1,1 +1,16 @@
-"""localize package."""
+"""Proposal classification and detection assembly: the classify stage (paper appendix C.2).
+
+Module map (read in this order):
+
+- ``pooling``: mean clip features per proposal (centres inside it) or per video, as one matrix op.
+- ``clip_sampling``: the `clips` mode's clip centres inside a proposal and their frames on the
+  extraction timeline.
+- ``classifiers``: head probabilities from pooled features (``FeatureClassifier``) or from decoded
+  clips through the whole model (``ClipClassifier``).
+- ``detections``: the fusion rule (proposal score x class probabilities), top classes / verb-noun
+  pairs per proposal, the per-video cap.
+- ``submission``: HACS and EK100 leaderboard files, validated by ``evaluation.submission``,
+  written atomically.
+- ``journal``: the per-video journal a rerun resumes from, and ``failed.tsv``.
+- ``stage``: ``run_classify(cfg, paths)``, the pipeline's classify stage.
+"""

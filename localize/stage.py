@@ -1,0 +1,285 @@
+"""The classify stage: proposals + features (or videos) + the fine-tuned classifier -> submission.json.
+
+    python pipeline.py --stage classify
+
+Reads ``<work_dir>/proposals/proposals.json``, the classifier checkpoint (``extract.checkpoint``,
+default ``<work_dir>/backbone/checkpoint.pt``: the one the features were made with) and, for
+stored-feature classification, ``<work_dir>/features/features.h5``. Classifies the proposals
+of the ``dataset.val_subset`` videos (paper appendix C.2):
+
+* HACS style (one head): the video's class probabilities are the softmax of the head on
+  the mean of all its clip features; every proposal is paired with the ``top_k_classes``
+  most probable classes.
+* EK100 style (verb and noun heads), each proposal on its own: ``classify.mode: features``
+  pools the clip features whose centres lie in the proposal; ``classify.mode: clips``
+  decodes ``num_clips`` clips inside it (on the ``extract.fps`` timeline, ``extract.short_side``
+  frames, ``extract.crop``) and averages the model's probabilities over them. Every proposal
+  is paired with its ``top_verbs`` x ``top_nouns`` verb-noun pairs.
+
+Scores fuse as ``localize.detections`` documents (proposal score x class probabilities); the
+``max_detections_per_video`` best are kept per video.
+
+Writes under ``<work_dir>/detections/``: ``submission.json`` (the leaderboard format of the
+dataset style, validated by ``evaluation.submission`` before it is written, written
+atomically), ``partial.jsonl`` (the per-video journal a rerun resumes from), ``failed.tsv``
+(only when some video failed: video id, path, reason) and the completion stamp. Failed
+videos do not stop the others; the stage writes the submission for the rest and then raises
+``RuntimeError`` with a one-line summary. A rerun retries them and skips the videos done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from backbone.finetune import load_classifier
+from configs import stamp
+from configs.paths import RunPaths
+from configs.runtime import barrier, init_distributed, set_threads
+from configs.schema import Config
+from data.dataset import load_dataset
+from evaluation.submission import load_proposals
+from features.store import FeatureStore
+from localize.classifiers import ClipClassifier, FeatureClassifier, HeadProbabilities
+from localize.detections import Detections, ek100_detections, hacs_detections
+from localize.journal import DetectionJournal, FailureList
+from localize.submission import (
+    ek100_entries,
+    ek100_submission,
+    hacs_entries,
+    hacs_submission,
+    write_submission,
+)
+
+log = logging.getLogger(__name__)
+
+HEADS = {"hacs": ("label",), "ek100": ("verb", "noun")}  # dataset style -> classifier heads it needs
+# What one video's failure may raise: decode errors (data.video.VideoError), missing or unreadable
+# features (MissingFeatures, FeatureStoreError, h5py's OSError), model errors on odd input (RuntimeError,
+# ValueError). They are recorded in failed.tsv and the stage goes on with the next video.
+PER_VIDEO_ERRORS = (RuntimeError, OSError, ValueError)
+
+
+def journal_path(paths: RunPaths) -> Path:
+    return paths.detections_dir / "partial.jsonl"
+
+
+def failed_path(paths: RunPaths) -> Path:
+    return paths.detections_dir / "failed.tsv"
+
+
+def checkpoint_path(cfg: Config, paths: RunPaths) -> Path:
+    """The classifier the features were extracted with: ``extract.checkpoint`` or the finetune stage's."""
+    return Path(cfg.extract.checkpoint) if cfg.extract.checkpoint else paths.checkpoint
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def proposals_by_video(table: pd.DataFrame, max_per_video: int, source: str
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``video_id, start, end, score`` rows -> {video: (segments (P, 2) s, scores (P,))}.
+
+    Keeps each video's ``max_per_video`` highest-scored proposals, best first.
+
+    Raises ``ValueError`` naming the video when a proposal ends before it starts.
+    """
+    backwards = table["end"] < table["start"]
+    if backwards.any():
+        row = table[backwards].iloc[0]
+        raise ValueError(f"{source}: video {row['video_id']!r} has a proposal ending before it starts "
+                         f"([{row['start']}, {row['end']}])")
+    grouped = {}
+    for video_id, rows in table.groupby("video_id", sort=False):
+        scores = rows["score"].to_numpy(np.float64)
+        keep = np.argsort(-scores, kind="stable")[:max_per_video]
+        grouped[str(video_id)] = (rows[["start", "end"]].to_numpy(np.float64)[keep], scores[keep])
+    return grouped
+
+
+def _check_classes(style: str, checkpoint_classes: dict[str, list[str]],
+                   dataset_classes: dict[str, list[str]], checkpoint: Path) -> None:
+    """The checkpoint's heads must be the dataset style's, over the dataset's classes."""
+    heads = HEADS[style]
+    if tuple(checkpoint_classes) != heads:
+        raise ValueError(f"classify: {checkpoint} has heads {list(checkpoint_classes)}, "
+                         f"a {style}-style dataset needs {list(heads)}")
+    if style == "hacs":
+        unknown = sorted(set(checkpoint_classes["label"]) - set(dataset_classes.get("label", [])))
+        if unknown:
+            raise ValueError(f"classify: class names {unknown[:5]} of {checkpoint} are not in the dataset's "
+                             "class list; the submission's labels would not match the ground truth")
+    else:
+        for head in heads:
+            if len(checkpoint_classes[head]) != len(dataset_classes.get(head, [])):
+                raise ValueError(f"classify: {checkpoint} has {len(checkpoint_classes[head])} {head} "
+                                 f"classes, the dataset {len(dataset_classes.get(head, []))}")
+
+
+def _open_features(features_h5: Path, model, checkpoint_sha256: str) -> FeatureStore:
+    if not features_h5.is_file():
+        raise FileNotFoundError(f"classify: {features_h5} not found; run the extract stage first "
+                                "(or use classify.mode=clips for EK-style data)")
+    store = FeatureStore(features_h5)
+    attrs = store.attrs
+    if int(attrs.get("dim", -1)) != int(model.feature_dim):
+        raise ValueError(f"classify: features in {features_h5} have dim {attrs.get('dim')}, the classifier's "
+                         f"heads take {model.feature_dim}; extract the features with this checkpoint")
+    if attrs.get("checkpoint_sha256") not in (None, "", checkpoint_sha256):
+        raise ValueError(f"classify: {features_h5} was extracted with weights of sha256 "
+                         f"{attrs.get('checkpoint_sha256')}, not with the classifier whose heads would "
+                         f"classify them (sha256 {checkpoint_sha256}); re-run the extract stage")
+    return store
+
+
+def _external_data(checkpoint_config: dict) -> tuple[bool, str]:
+    pretrained = str(checkpoint_config.get("model", {}).get("pretrained") or "")
+    if pretrained:
+        return True, f"backbone initialised from pre-trained weights ({Path(pretrained).name})"
+    return False, "backbone trained from scratch on the training subset"
+
+
+def _videos_to_classify(subset_videos: list[str], proposals: dict, subset: str, source: Path) -> list[str]:
+    """The subset's videos that have proposals, in the dataset's order (the others are logged)."""
+    video_ids = [video_id for video_id in subset_videos if video_id in proposals]
+    outside = len(set(proposals) - set(video_ids))
+    if outside:
+        log.info("classify: %d videos of %s are not in the %s subset; skipped", outside, source, subset)
+    without = len(subset_videos) - len(video_ids)
+    if without:
+        log.warning("classify: %d of %d %s videos have no proposals in %s; they get no detections", without,
+                    len(subset_videos), subset, source)
+    if not video_ids:
+        raise ValueError(f"classify: no {subset} video has proposals in {source}")
+    return video_ids
+
+
+def _fingerprints(cfg: Config, paths: RunPaths, mode: str, video_ids: list[str], video_paths: dict,
+                  checkpoint_sha256: str) -> tuple[str, str]:
+    """(journal fingerprint: what the detections depend on, stage fingerprint: that and the sls_* levels)."""
+    inputs = ["classify", cfg.dataset.style, mode, cfg.dataset.val_subset, video_ids,
+              stamp.file_identity(paths.proposals_json), checkpoint_sha256]
+    if mode == "clips":
+        extract = cfg.extract
+        inputs += [extract.fps, extract.short_side, extract.crop,
+                   [stamp.file_identity(video_paths[v]) if video_paths[v] else None for v in video_ids]]
+    else:
+        inputs.append(stamp.file_identity(paths.features_h5))
+    settings = {key: value for key, value in vars(cfg.classify).items() if not key.startswith("sls_")}
+    journal_fingerprint = stamp.fingerprint(*inputs, settings)
+    # The sls_* levels only touch the file's header: changing them rewrites it from the journal.
+    return journal_fingerprint, stamp.fingerprint(journal_fingerprint, cfg.classify)
+
+
+def run_classify(cfg: Config, paths: RunPaths) -> None:
+    """Classify the proposals, write ``detections/submission.json``; resume if interrupted."""
+    ctx = init_distributed(cfg.runtime.device)
+    try:
+        if ctx.is_main:  # one process is enough here; under torchrun the other ranks wait
+            _run(cfg, paths, ctx.device)
+    finally:
+        barrier(ctx)
+
+
+def _run(cfg: Config, paths: RunPaths, device: str) -> None:
+    set_threads(cfg.runtime.num_threads)
+    style, settings = cfg.dataset.style, cfg.classify
+    mode = "video" if style == "hacs" else settings.mode
+    if style == "hacs" and settings.mode == "clips":
+        log.warning("classify: classify.mode 'clips' applies to EK-style data; HACS-style videos are "
+                    "classified from their video-level features (paper appendix C.2)")
+    if not paths.proposals_json.is_file():
+        raise FileNotFoundError(f"classify: {paths.proposals_json} not found; run the bmn stage first")
+    checkpoint = checkpoint_path(cfg, paths)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"classify: classifier checkpoint {checkpoint} not found; run the finetune "
+                                "stage first (or set extract.checkpoint)")
+
+    annotations = load_dataset(cfg).subset(cfg.dataset.val_subset)
+    video_paths = dict(zip(annotations.videos["video_id"], annotations.videos["path"]))
+    proposals = proposals_by_video(load_proposals(paths.proposals_json), settings.proposals_per_video,
+                                   str(paths.proposals_json))
+    video_ids = _videos_to_classify(list(annotations.videos["video_id"]), proposals, cfg.dataset.val_subset,
+                                    paths.proposals_json)
+    checkpoint_sha256 = sha256_of_file(checkpoint)
+    journal_fingerprint, stage_fingerprint = _fingerprints(cfg, paths, mode, video_ids, video_paths,
+                                                           checkpoint_sha256)
+    if stamp.is_complete(paths.detections_dir, stage_fingerprint):
+        log.info("classify: %s is up to date with its inputs; nothing to do", paths.submission_json)
+        return
+
+    stamp.clear(paths.detections_dir)
+    model, classes, checkpoint_config = load_classifier(checkpoint, device)
+    _check_classes(style, classes, annotations.classes, checkpoint)
+    feature_classifier = clip_classifier = store = None
+    if mode == "clips":
+        model_config, extract = checkpoint_config["model"], cfg.extract
+        clip_classifier = ClipClassifier(model, device, settings.num_clips, int(model_config["num_frames"]),
+                                         int(model_config["interval"]), extract.fps, extract.short_side,
+                                         extract.crop, extract.batch_size)
+    else:
+        store = _open_features(paths.features_h5, model, checkpoint_sha256)
+        feature_classifier = FeatureClassifier(store, HeadProbabilities(model, device))
+
+    def detect(video_id: str) -> Detections:
+        segments, scores = proposals[video_id]
+        if mode == "video":
+            probabilities = feature_classifier.video_probabilities(video_id)["label"]
+            return hacs_detections(segments, scores, probabilities, settings.top_k_classes,
+                                   settings.max_detections_per_video)
+        if len(segments) == 0:
+            probabilities = {head: np.zeros((0, len(classes[head]))) for head in classes}
+        elif mode == "clips":
+            if not video_paths.get(video_id):
+                raise FileNotFoundError("video file not found (no path for it in the dataset)")
+            probabilities = clip_classifier.proposal_probabilities(video_paths[video_id], segments)
+        else:
+            probabilities = feature_classifier.proposal_probabilities(video_id, segments)
+        return ek100_detections(segments, scores, probabilities["verb"], probabilities["noun"],
+                                settings.top_verbs, settings.top_nouns, settings.max_detections_per_video)
+
+    def entries(detections: Detections) -> list[dict]:
+        return hacs_entries(detections, classes["label"]) if style == "hacs" else ek100_entries(detections)
+
+    failures = FailureList(failed_path(paths))
+    with DetectionJournal(journal_path(paths), journal_fingerprint) as journal:
+        todo = [video_id for video_id in video_ids if video_id not in journal]
+        if len(todo) < len(video_ids):
+            log.info("classify: resuming, %d of %d videos already done", len(video_ids) - len(todo),
+                     len(video_ids))
+        progress = tqdm(todo, desc="classify", unit="video")
+        for video_id in progress:
+            try:
+                journal.add(video_id, entries(detect(video_id)))
+            except PER_VIDEO_ERRORS as error:
+                where = video_paths.get(video_id, "") if mode == "clips" else str(paths.features_h5)
+                reason = f"{type(error).__name__}: {error}"
+                log.warning("classify: video %s failed: %s", video_id, reason)
+                failures.add(video_id, where, reason)
+                progress.set_postfix(failed=len(failures), refresh=False)
+        results = {video_id: journal.entries[video_id] for video_id in video_ids if video_id in journal}
+    if store is not None:
+        store.close()
+
+    if style == "hacs":
+        submission = hacs_submission(results, *_external_data(checkpoint_config))
+    else:
+        submission = ek100_submission(results, settings.sls_pt, settings.sls_tl, settings.sls_td)
+    write_submission(submission, paths.submission_json, style, classes)
+    num_detections = sum(len(video_entries) for video_entries in results.values())
+    log.info("classify: %d detections of %d videos written to %s", num_detections, len(results),
+             paths.submission_json)
+    if len(failures):
+        raise RuntimeError(f"classify: {len(failures)} of {len(video_ids)} videos failed (see "
+                           f"{failures.path}); {paths.submission_json} holds the other {len(results)}")
+    stamp.mark_complete(paths.detections_dir, stage_fingerprint, [paths.submission_json])
