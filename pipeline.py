@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from configs.load import dump_config, load_config
 from configs.paths import STAGES, RunPaths
-from configs.runtime import setup_logging
+from configs.runtime import PartialFailure, setup_logging
 from configs.schema import Config, ConfigError
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         resolve_dataset_files(cfg)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
-    timings = []
+    timings, partial_failures = [], []
     for stage in stages:
         start = time.perf_counter()
         try:
@@ -117,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         except StageNotImplemented as error:
             print(f"stage {stage}: {error}", file=sys.stderr)
             return 3
+        except PartialFailure as error:  # the rest of the batch is done: later stages use it
+            print(f"stage {stage}: {error}", file=sys.stderr)
+            partial_failures.append(stage)
         except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
             print(f"stage {stage} failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
         timings.append((stage, time.perf_counter() - start))
     if len(timings) > 1 and _rank() == 0:
         print(summary(cfg, paths, timings))
+    if partial_failures:
+        print(f"some items failed in: {', '.join(partial_failures)} (see the failed.tsv files)", file=sys.stderr)
+        return 1
     return 0
 
 

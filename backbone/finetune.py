@@ -46,6 +46,7 @@ from configs.runtime import DistributedContext, barrier, init_distributed, set_t
 from configs.schema import Config
 from data.annotations import Annotations
 from data.dataset import load_dataset
+from data.video import VideoError, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,24 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def _segments_with_paths(annotations: Annotations, subset: str) -> pd.DataFrame:
-    """The subset's segments with a `path` column; segments of missing videos are dropped (logged)."""
+    """The subset's segments with a `path` column; segments of missing or unreadable videos are dropped (logged)."""
     part = annotations.subset(subset)
     paths = part.videos.set_index("video_id")["path"]
     segments = part.segments.assign(path=part.segments["video_id"].map(paths).fillna(""))
-    missing = segments["path"] == ""
-    if missing.any():
-        log.warning("%s: %d segments skipped, their videos are missing (e.g. %s)", subset, int(missing.sum()),
-                    segments.loc[missing, "video_id"].iloc[0])
-    return segments[~missing].reset_index(drop=True)
+    unreadable = set()
+    for path in segments["path"].unique():
+        if not path:
+            continue
+        try:
+            VideoReader(path)  # opens the container and reads the frame index; cheap next to training
+        except VideoError as error:
+            log.warning("%s: skipping %s", subset, error)
+            unreadable.add(path)
+    skipped = (segments["path"] == "") | segments["path"].isin(unreadable)
+    if skipped.any():
+        log.warning("%s: %d segments skipped, their videos are missing or unreadable (e.g. %s)", subset,
+                    int(skipped.sum()), segments.loc[skipped, "video_id"].iloc[0])
+    return segments[~skipped].reset_index(drop=True)
 
 
 def _loader(dataset: SegmentClips, batch_size: int, ctx: DistributedContext, num_workers: int, shuffle: bool,

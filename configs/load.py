@@ -49,8 +49,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{key}: cannot parse value {raw!r} as YAML ({error.problem})") from None
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. a pattern like {participant}/{video_id}.mp4): the plain string
     # YAML reads 1e-3 as a string (it wants 1.0e-3); accept the plain scientific form too.
     if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
         value = float(value)

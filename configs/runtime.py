@@ -17,6 +17,14 @@ from pathlib import Path
 import numpy as np
 
 
+class PartialFailure(RuntimeError):
+    """Some items of a batch stage failed; the outputs for all the others were written.
+
+    `pipeline.py --stage all` logs the one-line message, goes on with the next stages (so
+    the healthy videos get their detections) and exits non-zero at the end.
+    """
+
+
 @dataclass(frozen=True)
 class DistributedContext:
     """Where this process sits in a (possibly one-process) job."""

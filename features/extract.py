@@ -51,7 +51,7 @@ from backbone.tada2d import TAda2D
 from backbone.weights import load_checkpoint, load_weights, read_checkpoint
 from configs.load import config_to_dict
 from configs.paths import RunPaths
-from configs.runtime import DistributedContext, barrier, init_distributed, set_threads
+from configs.runtime import DistributedContext, PartialFailure, barrier, init_distributed, set_threads
 from configs.schema import Config
 from configs.stamp import fingerprint, is_complete, mark_complete
 from data.dataset import load_dataset
@@ -70,7 +70,7 @@ from features.store import (
 log = logging.getLogger(__name__)
 
 
-class ExtractionFailed(RuntimeError):
+class ExtractionFailed(PartialFailure):
     """Some videos could not be extracted; the message says how many and where they are listed."""
 
 

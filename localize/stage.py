@@ -40,7 +40,7 @@ from tqdm import tqdm
 from backbone.finetune import load_classifier
 from configs import stamp
 from configs.paths import RunPaths
-from configs.runtime import barrier, init_distributed, set_threads
+from configs.runtime import PartialFailure, barrier, init_distributed, set_threads
 from configs.schema import Config
 from data.dataset import load_dataset
 from evaluation.submission import load_proposals
@@ -280,6 +280,6 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
     log.info("classify: %d detections of %d videos written to %s", num_detections, len(results),
              paths.submission_json)
     if len(failures):
-        raise RuntimeError(f"classify: {len(failures)} of {len(video_ids)} videos failed (see "
+        raise PartialFailure(f"classify: {len(failures)} of {len(video_ids)} videos failed (see "
                            f"{failures.path}); {paths.submission_json} holds the other {len(results)}")
     stamp.mark_complete(paths.detections_dir, stage_fingerprint, [paths.submission_json])
