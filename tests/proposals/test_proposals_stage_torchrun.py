@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from bmn_stage_helpers import write_synthetic_features
-from conftest import tiny_config
+from testkit import tiny_config
 
 from data.dataset import load_dataset
 from evaluation.submission import load_proposals
