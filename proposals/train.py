@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def train_one_epoch(
     model.train()
     meter = LossMeter()
     started = time.perf_counter()
-    bar = tqdm(loader, desc=description, disable=not ctx.is_main, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=description, disable=not ctx.is_main, leave=False, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     for features, gt_iou, gt_start, gt_end, _, _ in bar:
         confidence_map, start, end = model(features.to(device))  # (B, 2, D, T), (B, T), (B, T)
         loss = bmn_loss(confidence_map, start, end, gt_iou.to(device), gt_start.to(device), gt_end.to(device),
