@@ -24,7 +24,8 @@ dataset style, validated by ``evaluation.submission`` before it is written, writ
 atomically), ``partial.jsonl`` (the per-video journal a rerun resumes from), ``failed.tsv``
 (only when some video failed: video id, path, reason) and the completion stamp. Failed
 videos do not stop the others; the stage writes the submission for the rest and then raises
-``RuntimeError`` with a one-line summary. A rerun retries them and skips the videos done.
+``configs.runtime.PartialFailure`` (a ``RuntimeError``) with a one-line summary. A rerun
+retries them and skips the videos done.
 """
 
 from __future__ import annotations
@@ -281,5 +282,5 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
              paths.submission_json)
     if len(failures):
         raise PartialFailure(f"classify: {len(failures)} of {len(video_ids)} videos failed (see "
-                           f"{failures.path}); {paths.submission_json} holds the other {len(results)}")
+                             f"{failures.path}); {paths.submission_json} holds the other {len(results)}")
     stamp.mark_complete(paths.detections_dir, stage_fingerprint, [paths.submission_json])

@@ -20,6 +20,7 @@ from backbone.build import build_model
 from backbone.clips import clips_to_tensor
 from backbone.weights import save_checkpoint
 from configs.paths import RunPaths
+from configs.runtime import PartialFailure
 from configs.schema import Config
 from data.mp4 import write_mp4
 from data.video import VideoReader
@@ -258,7 +259,7 @@ def test_failed_video_is_reported_and_the_rest_written(tmp_path):
     stored = write_features(cfg, {"v1": 8, "v3": 6})  # v2 has no features
     write_proposals(cfg, ["v1", "v2", "v3"])
     paths = RunPaths.from_config(cfg)
-    with pytest.raises(RuntimeError, match=r"^classify: 1 of 3 videos failed") as error:
+    with pytest.raises(PartialFailure, match=r"^classify: 1 of 3 videos failed") as error:
         run_classify(cfg, paths)
     assert "\n" not in str(error.value)
     failures = read_failures(paths.detections_dir / "failed.tsv")
@@ -319,7 +320,7 @@ def test_ek100_clips_mode_from_videos(tmp_path):
         write_mp4(tmp_path / "videos" / f"{video}.mp4", index_frames(60, 64, 96), 10.0, keyframe_interval=10)
     write_proposals(cfg, ["v1", "v2", "v3"])
     paths = RunPaths.from_config(cfg)
-    with pytest.raises(RuntimeError, match="1 of 3 videos failed"):
+    with pytest.raises(PartialFailure, match="1 of 3 videos failed"):
         run_classify(cfg, paths)
     assert [f[0] for f in read_failures(paths.detections_dir / "failed.tsv")] == ["v3"]
 
