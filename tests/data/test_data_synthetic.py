@@ -45,6 +45,8 @@ def test_generated_set_loads_back_through_real_loaders(tmp_path, style):
         assert ann.videos.path.str.contains("/P0").all()  # {participant}/{video_id}.mp4
     else:
         assert ann.segments.groupby("video_id").label.nunique().max() == 1  # one class per video
+        for subset, count in (("training", 3), ("validation", 2)):  # classes in turn within a subset
+            assert set(ann.segments[ann.segments.subset == subset].label) == set(range(count))
     for _, video in ann.videos.iterrows():
         reader = VideoReader(video.path)
         assert reader.duration == pytest.approx(video.duration, abs=0.05)
