@@ -48,7 +48,7 @@ class VideoReader:
         short_side: resize frames so that their shorter side has this many pixels
             (aspect ratio kept; None = native size).
         name: what to call the video in errors (defaults to the path).
-        num_threads: decoder threads (0 = decord's default).
+        num_threads: decoder threads (1 by default: reproducible frames; 0 = decord's choice).
 
     Attributes:
         native_fps: the container's average frame rate.
@@ -59,7 +59,7 @@ class VideoReader:
     """
 
     def __init__(self, source: str | os.PathLike | BinaryIO, short_side: int | None = None,
-                 name: str | None = None, num_threads: int = 0):
+                 name: str | None = None, num_threads: int = 1):
         self.name = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<stream>")
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)

@@ -285,7 +285,9 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
 
     encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16,
                           channels_last=cfg.extract.channels_last)
-    decoder_threads = 1 if cfg.runtime.num_workers > 0 else 0
+    # one decoder thread per reader: frame-threaded H.264 decoding after a seek was seen to differ
+    # between runs under load, and features must be identical across runs, ranks and resumes
+    decoder_threads = 1
     with _open_writer(output, attrs, dtype, cfg.extract.overwrite) as writer:
         done = set(writer.completed_video_ids())
         if count > 1:

@@ -39,7 +39,7 @@ def run_to_end(settings, work_dir, cache_dir, videos):
                             env=environment(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"stage extract failed: ExtractionFailed: 1 of 6 videos failed, see {work_dir}/features/failed.tsv")
+        f"stage extract: 1 of 6 videos failed, see {work_dir}/features/failed.tsv")
 
 
 def complete_videos(features_dir: Path) -> set[str]:
