@@ -53,6 +53,9 @@ class SyntheticConfig:
     overlap_prob: float = 0.15  # EK style: chance that an action overlaps the previous one
     noise_std: float = 12.0  # background pixel noise, in 0..255 units
     num_distractors: int = 2  # static shapes drawn in the background of every video
+    # backgrounds drawn from a pool of this many (0 = one per video). HACS-style videos hold one class
+    # each, so per-video backgrounds would let a classifier learn scenes instead of actions.
+    num_backgrounds: int = 0
     seed: int = 0
 
     def validate(self, prefix: str) -> None:
@@ -75,6 +78,7 @@ class SyntheticConfig:
         _check(0 <= self.overlap_prob <= 1, f"{prefix}.overlap_prob", "must be in [0, 1]")
         _check(self.noise_std >= 0, f"{prefix}.noise_std", "must be >= 0")
         _check(self.num_distractors >= 0, f"{prefix}.num_distractors", "must be >= 0")
+        _check(self.num_backgrounds >= 0, f"{prefix}.num_backgrounds", "must be >= 0")
 
 
 @dataclass

@@ -129,17 +129,18 @@ class Renderer:
     """Draws the frames of one video: static background, then the active actions."""
 
     def __init__(self, size: int, noise_std: float, num_distractors: int, verbs: list[str],
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, background_rng: np.random.Generator | None = None):
         self.size, self.noise_std, self.verbs = size, noise_std, verbs
         self.ys, self.xs = np.mgrid[0:size, 0:size].astype(np.float32)
         # muted backgrounds and distractors, saturated actions: an action always stands out
-        tint = rng.uniform(40, 100, size=3)
-        ramp = (self.xs / size)[..., None] * rng.uniform(-40, 40, size=3)
+        bg = background_rng or rng
+        tint = bg.uniform(40, 100, size=3)
+        ramp = (self.xs / size)[..., None] * bg.uniform(-40, 40, size=3)
         self.background = np.clip(tint + ramp, 0, 255).astype(np.float32)  # (H, W, 3)
         for _ in range(num_distractors):  # static: never part of an action
-            mask = shape_mask(SHAPES[rng.integers(len(SHAPES))], self.xs, self.ys,
-                              rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size, size * 0.07)
-            self.background[mask] = rng.uniform(90, 140) + rng.uniform(-15, 15, size=3)
+            mask = shape_mask(SHAPES[bg.integers(len(SHAPES))], self.xs, self.ys,
+                              bg.uniform(0.1, 0.9) * size, bg.uniform(0.1, 0.9) * size, size * 0.07)
+            self.background[mask] = bg.uniform(90, 140) + bg.uniform(-15, 15, size=3)
         self.rng = rng
 
     def frame(self, time_sec: float, actions: list[Action]) -> np.ndarray:
@@ -256,8 +257,12 @@ def _write_dataset(cfg: SyntheticConfig, root: Path, log) -> None:
         path = root / "videos" / video_relative_path(cfg.style, video.video_id)
         if path.is_file():
             continue
-        rng = np.random.default_rng([cfg.seed, int(hashlib.md5(video.video_id.encode()).hexdigest()[:8], 16)])
-        renderer = Renderer(cfg.frame_size, cfg.noise_std, cfg.num_distractors, verbs, rng)
+        video_key = int(hashlib.md5(video.video_id.encode()).hexdigest()[:8], 16)
+        rng = np.random.default_rng([cfg.seed, video_key])
+        background_rng = None
+        if cfg.num_backgrounds > 0:  # a shared pool: the scene says nothing about the class
+            background_rng = np.random.default_rng([cfg.seed, 7, video_key % cfg.num_backgrounds])
+        renderer = Renderer(cfg.frame_size, cfg.noise_std, cfg.num_distractors, verbs, rng, background_rng)
         num_frames = int(round(video.duration_sec * cfg.fps))
         frames = (renderer.frame(i / cfg.fps, video.actions) for i in range(num_frames))
         write_mp4(path, frames, cfg.fps, keyframe_interval=max(1, int(round(cfg.fps))))  # 1 s GOPs
