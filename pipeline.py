@@ -12,7 +12,11 @@ Stages (each reads only what earlier stages wrote under `runtime.work_dir`):
     all       the five in order
 
 This file only wires things: it parses arguments, loads and checks the config, sets up
-logging, and calls each stage's `run_<stage>(cfg, paths)` from its package.
+logging, takes the stage's lock (`runstate.lock`: a second run of a running stage on the
+same work dir stops at once), and calls each stage's `run_<stage>(cfg, paths)` from its package.
+
+Exit status: 0 done; 1 a stage failed, or some items failed (`failed.tsv`); 2 config error;
+3 stage not implemented; 4 the stage is already running (lock held).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from configs.load import dump_config, load_config
-from configs.paths import STAGES, RunPaths
-from configs.runtime import PartialFailure, setup_logging
+from configs.load import config_yaml, load_config
 from configs.schema import Config, ConfigError
+from runstate import atomic
+from runstate.lock import LockHeld, stage_lock
+from runstate.paths import STAGES, RunPaths
+from runstate.runtime import PartialFailure, setup_logging
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
 log = logging.getLogger("pipeline")
@@ -75,16 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_stage(stage: str, cfg: Config, paths: RunPaths) -> None:
+    """Run one stage under its lock, logging to ``logs/<stage>.log`` (raises ``LockHeld`` when running)."""
     module, function, _ = STAGE_FUNCTIONS[stage]
     stage_function = _import_stage(module, function)
-    handler = setup_logging(paths.log_file(stage), rank=_rank())
-    try:
-        log.info("== stage %s ==", stage)
-        stage_function(cfg, paths)
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    with stage_lock(paths.lock_file(stage), stage, cfg.runtime.device):
+        handler = setup_logging(paths.log_file(stage), rank=_rank())
+        try:
+            log.info("== stage %s ==", stage)
+            stage_function(cfg, paths)
+        finally:
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
 
 
 def _rank() -> int:
@@ -94,7 +102,8 @@ def _rank() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # intermixed: overrides may stand before or after --stage
+    args = build_parser().parse_intermixed_args(argv)
     setup_logging(rank=_rank())
     try:
         cfg = load_config(args.config, args.overrides)
@@ -102,12 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     paths = RunPaths.from_config(cfg)
-    if _rank() == 0:
-        dump_config(cfg, paths.config_yaml)
-    if cfg.dataset.source == "synthetic":  # generated once, then cached by its parameters
-        from data.dataset import resolve_dataset_files
+    try:
+        if _rank() == 0:
+            atomic.write_text(paths.config_yaml, config_yaml(cfg))
+        if cfg.dataset.source == "synthetic":  # generated once, then cached by its parameters
+            from data.dataset import resolve_dataset_files
 
-        resolve_dataset_files(cfg)
+            resolve_dataset_files(cfg)
+    except OSError as error:  # a read-only or full work dir / cache: one line, nothing started
+        print(f"cannot start: {_one_line(error)}", file=sys.stderr)
+        return 1
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     timings, partial_failures = [], []
     for stage in stages:
@@ -117,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         except StageNotImplemented as error:
             print(f"stage {stage}: {error}", file=sys.stderr)
             return 3
+        except LockHeld as error:  # another run is doing this stage: touch nothing
+            print(f"stage {stage} not started: {error}", file=sys.stderr)
+            return 4
         except PartialFailure as error:  # the rest of the batch is done: later stages use it
             print(f"stage {stage}: {error}", file=sys.stderr)
             partial_failures.append(stage)
-        except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
-            print(f"stage {stage} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        except (ConfigError, OSError, ValueError, RuntimeError) as error:
+            print(f"stage {stage} failed: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
             return 1
         timings.append((stage, time.perf_counter() - start))
     if len(timings) > 1 and _rank() == 0:
@@ -131,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"some items failed in: {', '.join(partial_failures)} (see the failed.tsv files)", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
 def summary(cfg: Config, paths: RunPaths, timings: list[tuple[str, float]]) -> str:

@@ -4,7 +4,12 @@ Both are ``backbone.tada2d.TAda2D``; the baseline switches TAdaConv and the temp
 off in every stage, so its state dict is TAda2D's minus the route functions and BN2.
 """
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from backbone.tada2d import TAda2D
+from backbone.weights import load_weights, read_checkpoint
+from runstate.stamp import file_sha256
 
 # name -> (TAdaConv in res2..res5, temporal aggregation)
 BACKBONES: dict[str, tuple[tuple[bool, bool, bool, bool], bool]] = {
@@ -48,3 +53,51 @@ def build_model(
         temporal_aggregation=temporal_aggregation,
         dropout=dropout,
     )
+
+
+def build_from_section(section: dict, heads: dict[str, int]) -> TAda2D:
+    """``build_model`` from a ``model`` config section given as a dict (as checkpoints store it)."""
+    return build_model(section["name"], section["depth"], heads, width=section["width"],
+                       num_frames=section["num_frames"], dropout=section["dropout"],
+                       route_reduction=section["route_reduction"], route_kernels=tuple(section["route_kernels"]))
+
+
+@dataclass
+class LoadedClassifier:
+    """A fine-tuned classifier rebuilt from its checkpoint.
+
+    Attributes:
+        model: the network in eval mode, on the requested device.
+        classes: head name -> class names.
+        config: the run config the checkpoint was trained with (plain dict).
+        section: its ``model`` section (architecture and clip: ``num_frames``, ``interval``).
+        sha256: SHA-256 of the checkpoint file (what feature stores record as ``checkpoint_sha256``).
+    """
+
+    model: TAda2D
+    classes: dict[str, list[str]]
+    config: dict
+    section: dict
+    sha256: str
+
+
+def classifier_from_checkpoint(path: str | Path, device: str = "cpu") -> LoadedClassifier:
+    """The one "model from checkpoint": used by extract and classify.
+
+    The architecture comes from the checkpoint's own config, so a run with another ``model``
+    section still reads it right. Raises ``CheckpointError`` naming the file when it is not a
+    whole classifier checkpoint.
+    """
+    checkpoint = read_checkpoint(path)
+    section = dict(checkpoint["config"].get("model") or {})
+    classes = checkpoint["classes"]
+    model = build_from_section(section, {name: len(names) for name, names in classes.items()})
+    load_weights(model, checkpoint, strict=True)
+    model.to(device).eval()
+    return LoadedClassifier(model, classes, checkpoint["config"], section, file_sha256(path))
+
+
+def load_classifier(checkpoint_path: str | Path, device: str = "cpu"):
+    """``(model, classes, config dict)`` of a classifier checkpoint (``classifier_from_checkpoint``)."""
+    loaded = classifier_from_checkpoint(checkpoint_path, device)
+    return loaded.model, loaded.classes, loaded.config

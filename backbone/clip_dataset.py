@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from backbone.clips import center_crop, clip_times
+from backbone.clips import center_crop
+from data.clip_geometry import ClipGeometry
 from data.video import VideoReader
 
 
@@ -39,9 +40,13 @@ class ClipSampling:
     flip: bool = False  # train: random horizontal flip (off when direction is a class, e.g. move left/right)
 
     @property
+    def geometry(self) -> ClipGeometry:
+        return ClipGeometry(self.num_frames, self.interval_frames, self.fps)
+
+    @property
     def span_sec(self) -> float:
         """Seconds from the first to the last frame of a clip."""
-        return (self.num_frames - 1) * self.interval_frames / self.fps
+        return self.geometry.span_sec
 
 
 def sample_clip_centers(starts: np.ndarray, ends: np.ndarray, span_sec: float, rng: np.random.Generator | None
@@ -104,7 +109,7 @@ class SegmentClips(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         segment = self.segment_index[index]
         s = self.sampling
-        times = clip_times(self.centers[index], s.num_frames, s.interval_frames, s.fps)  # (T,) seconds
+        times = s.geometry.frame_times(self.centers[index])  # (T,) seconds on the fps timeline
         frames = self._reader(self.paths[segment]).frames_at(times)  # (T, H, W, 3) uint8
         if s.train:
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])

@@ -35,14 +35,3 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"crop {size} larger than the frames ({height}x{width})")
     top, left = (height - size) // 2, (width - size) // 2
     return frames[..., top:top + size, left:left + size, :]
-
-
-def clip_times(center_sec: np.ndarray, num_frames: int, interval: int, fps: float) -> np.ndarray:
-    """Frame times `(N, num_frames)` of clips centred at `center_sec` (seconds).
-
-    A clip takes `num_frames` frames `interval` frames apart on the `fps` timeline; its
-    centre is the midpoint between its first and last frame (the same convention as
-    `features.windows`). Times before 0 are clamped to 0 (the reader clamps the end).
-    """
-    offsets = (np.arange(num_frames) - (num_frames - 1) / 2) * interval / fps  # (T,) seconds
-    return np.maximum(np.asarray(center_sec, dtype=np.float64)[..., None] + offsets, 0.0)

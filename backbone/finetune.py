@@ -19,13 +19,11 @@ resumed run continues exactly where an uninterrupted one would be.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
+from functools import partial
 
 import pandas as pd
 import torch
@@ -34,19 +32,19 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
 
 from backbone.build import build_model
 from backbone.clip_dataset import ClipSampling, SegmentClips
 from backbone.clips import clips_to_tensor
-from backbone.weights import load_checkpoint, read_checkpoint, save_checkpoint
-from configs import stamp
-from configs.paths import RunPaths
-from configs.runtime import DistributedContext, barrier, init_distributed, set_threads
+from backbone.weights import load_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from configs.schema import Config
 from data.annotations import Annotations
 from data.dataset import load_dataset
 from data.video import VideoError, VideoReader
+from runstate import stamp
+from runstate.epochs import EpochFiles, Resumed, check_finite
+from runstate.paths import RunPaths
+from runstate.runtime import DistributedContext, barrier, broadcast, init_distributed, progress, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +115,14 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     ctx = init_distributed(cfg.runtime.device)
     annotations = load_dataset(cfg)
     digest = _fingerprint(cfg, annotations)
-    if stamp.is_complete(paths.backbone_dir, digest):
-        log.info("finetune: complete (%s), nothing to do", paths.checkpoint)
+    stamp_check = stamp.check_complete(paths.backbone_dir, digest)
+    if stamp_check:
+        log.info("finetune: complete (%s, verified), nothing to do", paths.checkpoint)
         return
+    if stamp_check.damaged:
+        log.warning("finetune: %s; redoing what is needed", stamp_check.reason)
+    if ctx.is_main:
+        stamp.clear(paths.backbone_dir)
     ft = cfg.finetune
     heads = annotations.heads
     columns = head_columns(annotations.classes)
@@ -162,26 +165,23 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     use_amp = ft.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    last_path = paths.backbone_dir / "last.pt"
-    config_dict = asdict(cfg)
-    start_epoch, history = 0, []
-    if last_path.is_file() and not _same_training(read_checkpoint(last_path)["config"], config_dict):
-        log.warning("finetune: %s was trained with other settings; starting afresh", last_path)
-        last_path.unlink()
-        paths.backbone_metrics.unlink(missing_ok=True)
-    if last_path.is_file():
-        checkpoint = read_checkpoint(last_path)
-        load_checkpoint(last_path, bare_model, strict=True)
+    epoch_files = EpochFiles("finetune", paths.backbone_last, paths.checkpoint, paths.backbone_metrics, digest,
+                             read_checkpoint)
+    resumed = epoch_files.resume() if ctx.is_main else Resumed()
+    start_epoch = int(broadcast(resumed.start_epoch, ctx))
+    if start_epoch:
+        checkpoint = resumed.checkpoint if ctx.is_main else read_checkpoint(paths.backbone_last)
+        load_weights(bare_model, checkpoint, strict=True)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch = int(checkpoint["epoch"])
-        history = _read_history(paths.backbone_metrics, start_epoch)
-        log.info("resuming from %s after epoch %d of %d", last_path, start_epoch, ft.epochs)
+        log.info("resuming from %s after epoch %d of %d", paths.backbone_last, start_epoch, ft.epochs)
+    history = resumed.history
     best = max((h["val_top1"] for h in history), default=-1.0)
 
     log.info("finetune %s-R%d width %d: %d training clips/epoch, %d validation clips, %d epochs, %d process(es)",
              cfg.model.name, cfg.model.depth, cfg.model.width, len(train_set), len(val_set), ft.epochs,
              ctx.world_size)
+    config_dict = asdict(cfg)
     for epoch in range(start_epoch, ft.epochs):
         torch.manual_seed(cfg.runtime.seed + 1000 * (epoch + 1) + ctx.rank)  # dropout: same on resume
         train_set.set_epoch(epoch)
@@ -199,15 +199,16 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
         is_best = val_top1 > best
         best = max(best, val_top1)
         if ctx.is_main:
-            if is_best:
-                save_checkpoint(paths.checkpoint, bare_model, config_dict, annotations.classes, epoch + 1)
-            _append_history(paths.backbone_metrics, record)  # before last.pt: a crash in between redoes it
-            save_checkpoint(last_path, bare_model, config_dict, annotations.classes, epoch + 1, optimizer, scheduler)
+            saved = dict(model=bare_model, config=config_dict, classes=annotations.classes, epoch=epoch + 1,
+                         training_fingerprint=digest, val=top1)
+            epoch_files.finish_epoch(record, is_best, save_best=partial(save_checkpoint, **saved),
+                                     save_last=partial(save_checkpoint, **saved, optimizer=optimizer,
+                                                       scheduler=scheduler), history=history)
         barrier(ctx)
         log.info("epoch %d/%d  loss %.4f  val top-1 %s%s  (%.0f clips/s)", epoch + 1, ft.epochs, train_loss,
                  "  ".join(f"{k} {v:.3f}" for k, v in top1.items()), "  best" if is_best else "", clips_per_sec)
     if ctx.is_main:
-        stamp.mark_complete(paths.backbone_dir, digest, [paths.checkpoint, last_path])
+        stamp.mark_complete(paths.backbone_dir, digest, [paths.checkpoint, paths.backbone_last])
         log.info("finetune: best validation top-1 %.3f, checkpoint %s", best, paths.checkpoint)
     barrier(ctx)
 
@@ -216,14 +217,16 @@ def _train_one_epoch(model, loader, optimizer, scheduler, scaler, columns, devic
                      num_epochs) -> tuple[float, float]:
     model.train()
     total_loss, total_clips, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not ctx.is_main, leave=False,
-               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    for clips, labels in bar:
+    bar = progress(loader, desc=f"epoch {epoch + 1}/{num_epochs}", unit="batch", disable=not ctx.is_main,
+                   leave=False)
+    for step, (clips, labels) in enumerate(bar, start=1):
         video = clips_to_tensor(clips).to(device, non_blocking=True)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
         labels = labels.to(device)  # (B, num_heads)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits, _ = model(video)
             loss = sum(F.cross_entropy(logits[name], labels[:, i]) for i, name in enumerate(columns))
+        # AMP's scaler skips steps with inf gradients by design; a non-finite loss itself is divergence
+        check_finite(loss.item(), "finetune", epoch + 1, step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -259,45 +262,3 @@ def evaluate(model, loader, columns: list[str], device, ctx: DistributedContext)
     if len(columns) > 1:
         result["action"] = accuracy[-1]
     return result
-
-
-def _same_training(old: dict, new: dict) -> bool:
-    """Whether a checkpoint's run can be resumed by this one: same model, schedule, seed, data."""
-    return all(old.get(key) == new.get(key) for key in ("model", "finetune", "dataset")) and \
-        old.get("runtime", {}).get("seed") == new["runtime"]["seed"]
-
-
-def _read_history(path: Path, completed_epochs: int) -> list[dict]:
-    """The metrics of epochs already done; drops lines of an epoch redone after a crash."""
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["epoch"] <= completed_epochs]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return records
-
-
-def _append_history(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def load_classifier(checkpoint_path: str | Path, device: str = "cpu"):
-    """Rebuild the fine-tuned classifier from one of our checkpoints: `(model, classes, config dict)`.
-
-    The architecture comes from the checkpoint's own config, so a run with another
-    `model` section still reads it right.
-    """
-    checkpoint = read_checkpoint(checkpoint_path)
-    m = checkpoint["config"]["model"]
-    classes = checkpoint["classes"]
-    model = build_model(m["name"], m["depth"], {k: len(v) for k, v in classes.items()}, width=m["width"],
-                        num_frames=m["num_frames"], dropout=m["dropout"], route_reduction=m["route_reduction"],
-                        route_kernels=tuple(m["route_kernels"]))
-    load_checkpoint(checkpoint_path, model, strict=True)
-    model.to(device).eval()
-    return model, classes, checkpoint["config"]
-
-
-

@@ -18,7 +18,6 @@ A tensor goes in when its shape equals the parameter's once size-1 axes are drop
 the report's ``mismatched`` (e.g. a 400-class head offered to a 10-class model).
 """
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,9 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from backbone.tada2d import Bottleneck, TAda2D
+from formats import checkpoint as formats_checkpoint
+from formats.checkpoint import CHECKPOINT_KEYS, FORMAT_VERSION, CheckpointError, write_checkpoint
 
-FORMAT_VERSION = 1
-CHECKPOINT_KEYS = ("model", "config", "classes", "epoch", "optimizer", "scheduler", "format_version")
+__all__ = ["CHECKPOINT_KEYS", "FORMAT_VERSION", "CheckpointError", "LoadReport", "ShapeMismatch", "detect_format",
+           "load_checkpoint", "load_weights", "read_checkpoint", "save_checkpoint"]
 
 # Official branch submodule -> ours, per block type. Official TAda2D only has bottlenecks; the
 # official R2D simple block (a, b) maps onto our basic block.
@@ -50,10 +51,6 @@ OFFICIAL_BRANCH_NAMES: dict[str, dict[str, str]] = {
 _OFFICIAL_BLOCK_KEY = re.compile(r"^backbone\.conv([2-5])\.res_(\d+)\.(.+)$")
 # "conv_branch.b_rf.a.weight" -> module path "b_rf.a", tensor name "weight"
 _OFFICIAL_BRANCH_KEY = re.compile(r"^conv_branch\.(.+)\.([^.]+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or state dict that cannot be read or loaded; the message names it."""
 
 
 class ShapeMismatch(NamedTuple):
@@ -90,22 +87,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _check_plain(value: Any, where: str) -> None:
-    """Raises unless ``value`` is built of dicts, lists, tuples, str, int, float, bool and None."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: keys must be str, got {key!r}")
-            _check_plain(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_plain(item, f"{where}[{index}]")
-    elif value is not None and not isinstance(value, (str, int, float, bool)):
-        raise TypeError(
-            f"{where}: {type(value).__name__} is not a plain value (dict/list/str/number/bool/None)"
-        )
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -114,8 +95,10 @@ def save_checkpoint(
     epoch: int,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
+    training_fingerprint: str = "",
+    val: Mapping[str, float] | None = None,
 ) -> None:
-    """Writes our checkpoint atomically (a temporary file renamed over ``path``).
+    """Writes a classifier checkpoint (``formats.checkpoint``) atomically.
 
     Args:
         path: the file to write.
@@ -124,54 +107,18 @@ def save_checkpoint(
         classes: head name -> class names.
         epoch: epochs completed.
         optimizer, scheduler: objects with ``state_dict()``, or None.
+        training_fingerprint: what the weights depend on (finetune's resume rule).
+        val: the epoch's validation metrics.
     """
-    _check_plain(dict(config), "save_checkpoint: config")
-    _check_plain(dict(classes), "save_checkpoint: classes")
-    checkpoint = {
-        "model": model.state_dict(),
-        "config": dict(config),
-        "classes": {name: list(names) for name, names in classes.items()},
-        "epoch": int(epoch),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "format_version": FORMAT_VERSION,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
-
-
-def _torch_load(path: str | Path, trusted: bool = False) -> Any:
-    """``torch.load`` on CPU; ``weights_only`` (no arbitrary unpickling) unless ``trusted``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(
-            f"{path}: cannot be read as a torch checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    write_checkpoint(path, kind="classifier", model_state=model.state_dict(), config=config, classes=classes,
+                     epoch=epoch, optimizer_state=optimizer.state_dict() if optimizer is not None else None,
+                     scheduler_state=scheduler.state_dict() if scheduler is not None else None,
+                     training_fingerprint=training_fingerprint, val=val)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Reads one of our checkpoints (on CPU) and checks its keys and format version."""
-    return _check_our_checkpoint(_torch_load(path), path)
-
-
-def _check_our_checkpoint(checkpoint: Any, path: str | Path) -> dict[str, Any]:
-    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
-        raise CheckpointError(f"{path}: not one of our checkpoints (no 'format_version' key)")
-    if checkpoint["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {checkpoint['format_version']!r}, this code reads {FORMAT_VERSION}"
-        )
-    absent = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if absent:
-        raise CheckpointError(f"{path}: checkpoint lacks keys {absent}")
-    return checkpoint
+    """Reads one of our classifier checkpoints (on CPU) and checks its keys and format version."""
+    return formats_checkpoint.read_checkpoint(path, kind="classifier")
 
 
 def _strip_module_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -305,11 +252,11 @@ def load_checkpoint(
     ``trusted=True`` lets ``torch.load`` unpickle arbitrary objects, for files from a source you
     trust that hold more than tensors and plain values; by default only those are read.
     """
-    source = _torch_load(path, trusted=trusted)
+    source = formats_checkpoint.load_file(path, trusted=trusted)
     if not isinstance(source, Mapping):
         raise CheckpointError(f"{path}: holds a {type(source).__name__}, not a checkpoint dict")
     if "format_version" in source:
-        source = _check_our_checkpoint(source, path)  # version and keys of our own format
+        source = formats_checkpoint.upgrade(source, path)  # version and keys of our own format
     try:
         return load_weights(model, source, strict=strict)
     except CheckpointError as error:

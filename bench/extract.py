@@ -48,8 +48,8 @@ from features.decode import ClipBatch, ClipBatchDataset, ClipSampling  # noqa: E
 from features.extract import load_extraction_model, model_threads, store_attrs  # noqa: E402
 from features.loop import ClipEncoder, extract_videos  # noqa: E402
 from features.sources import sources_from_table  # noqa: E402
-from features.store import FeatureWriter  # noqa: E402
 from features.windows import clip_grid  # noqa: E402
+from formats.feature_writer import FeatureWriter  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

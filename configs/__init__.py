@@ -1,7 +1,6 @@
-"""Typed configuration: the schema (`configs.schema`), loading (`configs.load`), run paths."""
+"""Typed configuration: the schema (`configs.schema`) and loading (`configs.load`)."""
 
 from configs.load import load_config
-from configs.paths import RunPaths
 from configs.schema import Config, ConfigError
 
-__all__ = ["Config", "ConfigError", "RunPaths", "load_config"]
+__all__ = ["Config", "ConfigError", "load_config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 import re
 import types
 import typing
@@ -68,13 +69,9 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def dump_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically: a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
+def config_yaml(config: Config) -> str:
+    """The resolved config as YAML text (what ``<work_dir>/config.yaml`` holds; it loads back as is)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
 def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -126,6 +123,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts. A mapping given for a section (``extract={fps: 30}``) is merged
+    into what the file says, so only the keys it names change."""
     parts = key.split(".")
     node = values
     for part in parts[:-1]:
@@ -134,6 +133,8 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
             child = {}
             node[part] = child
         node = child
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        value = _merge(node[parts[-1]], value)
     node[parts[-1]] = value
 
 
@@ -239,6 +240,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # no setting of the schema means anything at .inf or .nan
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

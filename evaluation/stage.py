@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from configs.paths import RunPaths
 from configs.schema import Config
-from configs.stamp import file_identity, fingerprint, is_complete, mark_complete
 from data.dataset import load_dataset
-from evaluation.evaluate import evaluate_detections, evaluate_proposal_file, write_metrics
-from evaluation.report import detection_table, proposal_table, write_report
+from evaluation.evaluate import (
+    detection_table,
+    evaluate_detections,
+    evaluate_proposal_file,
+    proposal_table,
+    write_metrics,
+)
+from runstate.paths import RunPaths
+from runstate.stamp import check_complete, file_identity, fingerprint, mark_complete
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,12 @@ def run_eval(cfg: Config, paths: RunPaths) -> None:
     annotation_files = [file_identity(path) for path in cfg.dataset.annotations.values()]
     digest = fingerprint("eval", cfg.dataset, cfg.eval, annotation_files,
                          file_identity(submission), file_identity(proposals))
-    if is_complete(paths.eval_dir, digest):
-        log.info("eval: %s is up to date with its inputs; nothing to do", paths.metrics_json)
+    stamp_check = check_complete(paths.eval_dir, digest)
+    if stamp_check:
+        log.info("eval: %s is up to date with its inputs (verified); nothing to do", paths.metrics_json)
         return
+    if stamp_check.damaged:
+        log.warning("eval: %s; evaluating again", stamp_check.reason)
 
     annotations = load_dataset(cfg)
     metrics: dict = {}
@@ -53,6 +61,8 @@ def run_eval(cfg: Config, paths: RunPaths) -> None:
     write_metrics(paths.metrics_json, metrics)
     outputs = [paths.metrics_json]
     if cfg.eval.report:
+        from evaluation.report import write_report  # here: matplotlib loads only for a report
+
         title = f"Evaluation of {paths.work_dir}"
         report = write_report(paths.eval_dir, detection, proposal_result, title=title)
         outputs.append(report)

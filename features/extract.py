@@ -32,7 +32,7 @@ Steps of ``run_extract``:
    rerun retries exactly those videos.
 8. Under torchrun every rank marks its shard done, rank 0 waits for all the marks, merges
    (``features.merge``) and removes the shards. A complete run without failures stamps
-   the fingerprint (``configs.stamp``).
+   the fingerprint (``runstate.stamp``).
 """
 
 from __future__ import annotations
@@ -46,26 +46,22 @@ from pathlib import Path
 
 import torch
 
-from backbone.build import build_model
+from backbone.build import build_from_section, classifier_from_checkpoint
 from backbone.tada2d import TAda2D
-from backbone.weights import load_checkpoint, load_weights, read_checkpoint
+from backbone.weights import load_checkpoint
 from configs.load import config_to_dict
-from configs.paths import RunPaths
-from configs.runtime import DistributedContext, PartialFailure, barrier, init_distributed, set_threads
 from configs.schema import Config
-from configs.stamp import fingerprint, is_complete, mark_complete
 from data.dataset import load_dataset
 from features.decode import ClipSampling
 from features.loop import ClipEncoder, ExtractSummary, extract_videos
-from features.merge import done_marker, merge_extraction, write_failures
 from features.sources import VideoSource, list_sources, source_identity, sources_from_table
-from features.store import (
-    FeatureStoreMismatch,
-    FeatureWriter,
-    assign_shards,
-    compatible_complete_ids,
-    shard_path,
-)
+from formats.failures import write_failures
+from formats.feature_shards import assign_shards, done_marker, merge_extraction, shard_path
+from formats.feature_writer import FeatureWriter
+from formats.features import FeatureStoreMismatch, check_store, compatible_complete_ids
+from runstate.paths import RunPaths
+from runstate.runtime import DistributedContext, PartialFailure, barrier, init_distributed, set_threads
+from runstate.stamp import check_complete, clear, file_sha256, fingerprint, mark_complete
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +90,6 @@ class ExtractionModel:
     section: dict
 
 
-def file_sha256(path: Path, block_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of the state dict's tensors, in key order."""
     digest = hashlib.sha256()
@@ -110,13 +98,6 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
         digest.update(f"{name}|{list(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # (numel * itemsize,) bytes
     return digest.hexdigest()
-
-
-def _build(section: dict, heads: dict[str, int]) -> TAda2D:
-    return build_model(section["name"], section["depth"], heads, width=section["width"],
-                       num_frames=section["num_frames"], dropout=section["dropout"],
-                       route_reduction=section["route_reduction"],
-                       route_kernels=tuple(section["route_kernels"]))
 
 
 def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionModel:
@@ -132,21 +113,18 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
             raise FileNotFoundError(f"extract.weights=checkpoint but there is no checkpoint at {path}: run "
                                     "--stage finetune first, set extract.checkpoint, or use "
                                     "extract.weights=pretrained|random")
-        checkpoint = read_checkpoint(path)
-        checkpoint_section = dict(checkpoint["config"].get("model") or {})
-        changed = sorted(key for key in checkpoint_section if section.get(key) != checkpoint_section[key])
+        loaded = classifier_from_checkpoint(path)
+        changed = sorted(key for key in loaded.section if section.get(key) != loaded.section[key])
         if changed:
             log.info("extract: using the checkpoint's model settings for %s", ", ".join(changed))
-        section.update(checkpoint_section)
-        model = _build(section, {name: len(names) for name, names in checkpoint["classes"].items()})
-        load_weights(model, checkpoint, strict=True)
-        weights_sha256 = file_sha256(path)
+        section.update(loaded.section)
+        model, weights_sha256 = loaded.model, loaded.sha256
     elif kind == "pretrained":
         if not cfg.model.pretrained:
             raise ValueError("extract.weights=pretrained needs model.pretrained (a torchvision, official "
                              "TAdaConv or our checkpoint file)")
         path = Path(cfg.model.pretrained)
-        model = _build(section, {})
+        model = build_from_section(section, {})
         report = load_checkpoint(path, model)
         if not report.loaded:
             raise ValueError(f"model.pretrained {path}: no tensor fits the {section['name']} model: "
@@ -155,7 +133,7 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
         weights_sha256 = file_sha256(path)
     elif kind == "random":
         torch.manual_seed(cfg.runtime.seed)
-        model = _build(section, {})
+        model = build_from_section(section, {})
         weights_sha256 = state_dict_sha256(model)
     else:
         raise ValueError(f"extract.weights must be checkpoint, pretrained or random, got {kind!r}")
@@ -208,17 +186,20 @@ def _share(cfg: Config, ctx: DistributedContext, sources: list[VideoSource]
 
 
 def _open_writer(path: Path, attrs: dict, dtype: str, overwrite: bool) -> FeatureWriter:
-    try:
-        return FeatureWriter(path, attrs, dtype=dtype)
-    except FeatureStoreMismatch as error:
-        if not overwrite:
-            raise FeatureStoreMismatch(f"{error}; or rerun with extract.overwrite=true") from None
-        log.warning("extract: %s; starting afresh (extract.overwrite=true)", error)
+    """The writer of ``path``: resuming (a damaged main file is moved aside), or afresh with overwrite."""
+    if overwrite:
+        log.info("extract: extract.overwrite=true: starting %s afresh", path)
         return FeatureWriter(path, attrs, dtype=dtype, overwrite=True)
+    try:
+        return FeatureWriter(path, attrs, dtype=dtype, recover_damaged=True)
+    except FeatureStoreMismatch as error:
+        raise FeatureStoreMismatch(f"{error}; or rerun with extract.overwrite=true") from None
 
 
 def _done_in_merged_file(features_h5: Path, attrs: dict, dtype: str, overwrite: bool) -> set[str]:
     """Shards skip the videos the merged file already holds (a run killed after an earlier merge)."""
+    if overwrite:
+        return set()
     try:
         return set(compatible_complete_ids(features_h5, attrs, dtype))
     except FeatureStoreMismatch as error:
@@ -263,10 +244,16 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
     extraction = load_extraction_model(cfg, paths)
     sources = video_sources(cfg)
     digest = stage_fingerprint(cfg, extraction, sources)
-    if is_complete(paths.features_dir, digest):
-        log.info("extract: %s is complete for these settings, weights and videos; nothing to do",
+    checks = {paths.features_h5: check_store}
+    stamp_check = check_complete(paths.features_dir, digest, checks)
+    if stamp_check and not cfg.extract.overwrite:
+        log.info("extract: %s is complete for these settings, weights and videos (verified); nothing to do",
                  paths.features_h5)
         return
+    if stamp_check.damaged:
+        log.warning("extract: %s; extracting what is missing", stamp_check.reason)
+    if ctx.is_main:
+        clear(paths.features_dir)
 
     section = extraction.section
     sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
@@ -280,6 +267,8 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
     torchrun = ctx.distributed and not cfg.extract.shard
     if torchrun:
         done_marker(output).unlink(missing_ok=True)
+        if cfg.extract.overwrite and ctx.is_main:  # afresh: the merge must not keep the old main file's videos
+            paths.features_h5.unlink(missing_ok=True)
         barrier(ctx)  # no rank sees another's stale mark from an earlier run
     where = f"shard {index} of {count}" if count > 1 else "all videos"
 
@@ -316,5 +305,5 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
         log.info("extract: shard %d of %d done; once all are, merge them with: python -m features.merge %s",
                  index, count, paths.features_h5)
         return
-    mark_complete(paths.features_dir, digest, [paths.features_h5])
+    mark_complete(paths.features_dir, digest, [paths.features_h5], checks)
     log.info("extract: %s holds the features of all %d videos", paths.features_h5, len(sources))

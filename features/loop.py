@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from backbone.clips import clips_to_tensor
 from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure, keep_item
 from features.sources import VideoSource
-from features.store import FeatureWriter
+from formats.failures import FailedVideo
+from formats.feature_writer import FeatureWriter
+from runstate.runtime import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +78,12 @@ class ClipEncoder:
             return features.float().cpu().numpy()
 
 
-@dataclass(frozen=True)
-class Failure:
-    """A video that was not extracted: id, where it was read from, and why (one line)."""
-
-    video_id: str
-    path: str
-    reason: str
-
-
 @dataclass
 class ExtractSummary:
     """What one call of ``extract_videos`` did."""
 
     videos_done: list[str] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[FailedVideo] = field(default_factory=list)
     num_clips: int = 0
     seconds: float = 0.0
 
@@ -113,7 +105,7 @@ class _Run:
     """State of one ``extract_videos`` call, shared by the loader passes it needs."""
 
     def __init__(self, sources: list[VideoSource], encoder: ClipEncoder, writer: FeatureWriter,
-                 summary: ExtractSummary, progress: tqdm):
+                 summary: ExtractSummary, progress):
         self.sources = sources
         self.encoder = encoder
         self.writer = writer
@@ -130,7 +122,7 @@ class _Run:
             self.writer.abort_video(source.video_id)
             self.in_progress.discard(index)
         reason = " ".join(reason.split())  # one line, no tabs
-        self.summary.failures.append(Failure(source.video_id, source.display_path, reason))
+        self.summary.failures.append(FailedVideo(source.video_id, source.display_path, reason))
         log.warning("video %s failed: %s", source.video_id, reason)
         self._conclude(index)
 
@@ -216,8 +208,7 @@ def extract_videos(sources: list[VideoSource], sampling: ClipSampling, encoder: 
     summary = ExtractSummary()
     dataset_args = dict(sampling=sampling, clips_per_chunk=clips_per_chunk, batch_size=batch_size,
                         decoder_threads=decoder_threads)
-    with tqdm(total=len(sources), unit="video", desc="extract", disable=not show_progress,
-              mininterval=1.0, dynamic_ncols=True) as progress:
+    with progress_bar(total=len(sources), unit="video", desc="extract", disable=not show_progress) as progress:
         run = _Run(sources, encoder, writer, summary, progress)
         pending = list(range(len(sources)))
         while pending:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data.clip_geometry import ClipGeometry
+
 
 @dataclass(frozen=True)
 class ClipGrid:
@@ -148,8 +150,7 @@ def clip_grid(duration_sec: float, fps: float, num_frames: int, interval_frames:
     frame_ids, positions = np.unique(target_ids, return_inverse=True)
     clip_frame_ids = positions.reshape(num_clips, num_frames).astype(np.int64)  # (N*num_frames,) -> (N, nf)
 
-    center_offset = (num_frames - 1) * interval_frames / 2.0
-    clip_centers_sec = (clip_starts + center_offset) / float(fps)
+    clip_centers_sec = ClipGeometry(num_frames, interval_frames, float(fps)).center_sec(clip_starts)  # (N,)
     return ClipGrid(
         fps=float(fps),
         num_frames=num_frames,

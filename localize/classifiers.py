@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from backbone.clips import center_crop, clips_to_tensor
+from data.clip_geometry import ClipGeometry
 from data.video import VideoReader
-from localize.clip_sampling import clip_target_frames, proposal_clip_centers
+from localize.clip_sampling import proposal_clip_centers
 from localize.pooling import proposal_feature_means, video_feature_mean
 
 
@@ -64,7 +65,7 @@ class FeatureClassifier:
     """Classifies videos and proposals from stored clip features.
 
     Args:
-        store: a ``features.store.FeatureStore`` (``get(video_id) -> (features (N, D), times (N,) s)``).
+        store: a ``formats.features.FeatureStore`` (``get(video_id) -> (features (N, D), times (N,) s)``).
         heads: the ``HeadProbabilities`` applied to pooled features.
     """
 
@@ -133,7 +134,7 @@ class ClipClassifier:
     def clip_frames(self, segments_sec: np.ndarray) -> np.ndarray:
         """(P, 2) proposals -> (P, num_clips, T) target frame indices of every clip."""
         centers = proposal_clip_centers(segments_sec, self.num_clips)  # (P, n) seconds
-        return clip_target_frames(centers, self.num_frames, self.interval_frames, self.fps)  # (P, n, T)
+        return ClipGeometry(self.num_frames, self.interval_frames, self.fps).frame_ids(centers)  # (P, n, T)
 
     def proposal_probabilities(self, video_path: str, segments_sec: np.ndarray) -> dict[str, np.ndarray]:
         """{head: (P, K)}: per head, the softmax probabilities averaged over each proposal's clips.

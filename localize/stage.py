@@ -12,9 +12,9 @@ of the ``dataset.val_subset`` videos (paper appendix C.2):
   most probable classes.
 * EK100 style (verb and noun heads), each proposal on its own: ``classify.mode: features``
   pools the clip features whose centres lie in the proposal; ``classify.mode: clips``
-  decodes ``num_clips`` clips inside it (on the ``extract.fps`` timeline, ``extract.short_side``
-  frames, ``extract.crop``) and averages the model's probabilities over them. Every proposal
-  is paired with its ``top_verbs`` x ``top_nouns`` verb-noun pairs.
+  decodes ``num_clips`` clips inside it (with the clip geometry, frame size and crop that
+  ``features.h5`` records, so it sees the frames extraction saw) and averages the model's
+  probabilities over them. Every proposal is paired with its ``top_verbs`` x ``top_nouns`` verb-noun pairs.
 
 Scores fuse as ``localize.detections`` documents (proposal score x class probabilities); the
 ``max_detections_per_video`` best are kept per video.
@@ -24,31 +24,26 @@ dataset style, validated by ``evaluation.submission`` before it is written, writ
 atomically), ``partial.jsonl`` (the per-video journal a rerun resumes from), ``failed.tsv``
 (only when some video failed: video id, path, reason) and the completion stamp. Failed
 videos do not stop the others; the stage writes the submission for the rest and then raises
-``configs.runtime.PartialFailure`` (a ``RuntimeError``) with a one-line summary. A rerun
+``runstate.runtime.PartialFailure`` (a ``RuntimeError``) with a one-line summary. A rerun
 retries them and skips the videos done.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from backbone.finetune import load_classifier
-from configs import stamp
-from configs.paths import RunPaths
-from configs.runtime import PartialFailure, barrier, init_distributed, set_threads
+from backbone.build import classifier_from_checkpoint
 from configs.schema import Config
 from data.dataset import load_dataset
 from evaluation.submission import load_proposals
-from features.store import FeatureStore
+from formats.failures import FailureList
+from formats.features import FeatureStore
 from localize.classifiers import ClipClassifier, FeatureClassifier, HeadProbabilities
 from localize.detections import Detections, ek100_detections, hacs_detections
-from localize.journal import DetectionJournal, FailureList
 from localize.submission import (
     ek100_entries,
     ek100_submission,
@@ -56,6 +51,12 @@ from localize.submission import (
     hacs_submission,
     write_submission,
 )
+from runstate import stamp
+from runstate.journal import Journal
+from runstate.paths import RunPaths
+from runstate.runtime import PartialFailure, barrier, init_distributed, set_threads
+from runstate.runtime import progress as progress_bar
+from runstate.stamp import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +67,9 @@ HEADS = {"hacs": ("label",), "ek100": ("verb", "noun")}  # dataset style -> clas
 PER_VIDEO_ERRORS = (RuntimeError, OSError, ValueError)
 
 
-def journal_path(paths: RunPaths) -> Path:
-    return paths.detections_dir / "partial.jsonl"
-
-
-def failed_path(paths: RunPaths) -> Path:
-    return paths.detections_dir / "failed.tsv"
-
-
 def checkpoint_path(cfg: Config, paths: RunPaths) -> Path:
     """The classifier the features were extracted with: ``extract.checkpoint`` or the finetune stage's."""
     return Path(cfg.extract.checkpoint) if cfg.extract.checkpoint else paths.checkpoint
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def proposals_by_video(table: pd.DataFrame, max_per_video: int, source: str
@@ -143,6 +128,28 @@ def _open_features(features_h5: Path, model, checkpoint_sha256: str) -> FeatureS
     return store
 
 
+def clip_settings(cfg: Config, paths: RunPaths, checkpoint_config: dict) -> dict:
+    """What ``classify.mode: clips`` decodes: the frames extraction saw.
+
+    The clip geometry (``num_frames``, ``interval``, ``fps``), frame size (``short_side``) and
+    ``crop`` that ``features.h5`` records; without a feature store, the checkpoint's clip and the
+    ``extract`` section.
+    """
+    if paths.features_h5.is_file():
+        with FeatureStore(paths.features_h5) as store:
+            attrs = store.attrs
+        source = str(paths.features_h5)
+    else:
+        attrs = {**checkpoint_config["model"], "fps": cfg.extract.fps, "short_side": cfg.extract.short_side,
+                 "crop": cfg.extract.crop}
+        source = "the checkpoint and the extract section (no feature store)"
+    clip = dict(num_frames=int(attrs["num_frames"]), interval=int(attrs["interval"]), fps=float(attrs["fps"]),
+                short_side=int(attrs["short_side"]), crop=str(attrs.get("crop", "none")))
+    log.info("classify: clips of %d frames %d apart at %g fps, short side %d, crop %s (from %s)",
+             clip["num_frames"], clip["interval"], clip["fps"], clip["short_side"], clip["crop"], source)
+    return clip
+
+
 def _external_data(checkpoint_config: dict) -> tuple[bool, str]:
     pretrained = str(checkpoint_config.get("model", {}).get("pretrained") or "")
     if pretrained:
@@ -170,12 +177,11 @@ def _fingerprints(cfg: Config, paths: RunPaths, mode: str, video_ids: list[str],
     """(journal fingerprint: what the detections depend on, stage fingerprint: that and the sls_* levels)."""
     inputs = ["classify", cfg.dataset.style, mode, cfg.dataset.val_subset, video_ids,
               stamp.file_identity(paths.proposals_json), checkpoint_sha256]
+    inputs.append(stamp.file_identity(paths.features_h5))  # the features, or (clips mode) the clip settings
     if mode == "clips":
         extract = cfg.extract
         inputs += [extract.fps, extract.short_side, extract.crop,
                    [stamp.file_identity(video_paths[v]) if video_paths[v] else None for v in video_ids]]
-    else:
-        inputs.append(stamp.file_identity(paths.features_h5))
     settings = {key: value for key, value in vars(cfg.classify).items() if not key.startswith("sls_")}
     journal_fingerprint = stamp.fingerprint(*inputs, settings)
     # The sls_* levels only touch the file's header: changing them rewrites it from the journal.
@@ -212,22 +218,25 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
                                    str(paths.proposals_json))
     video_ids = _videos_to_classify(list(annotations.videos["video_id"]), proposals, cfg.dataset.val_subset,
                                     paths.proposals_json)
-    checkpoint_sha256 = sha256_of_file(checkpoint)
+    checkpoint_sha256 = file_sha256(checkpoint)
     journal_fingerprint, stage_fingerprint = _fingerprints(cfg, paths, mode, video_ids, video_paths,
                                                            checkpoint_sha256)
-    if stamp.is_complete(paths.detections_dir, stage_fingerprint):
-        log.info("classify: %s is up to date with its inputs; nothing to do", paths.submission_json)
+    stamp_check = stamp.check_complete(paths.detections_dir, stage_fingerprint)
+    if stamp_check:
+        log.info("classify: %s is up to date with its inputs (verified); nothing to do", paths.submission_json)
         return
+    if stamp_check.damaged:
+        log.warning("classify: %s; writing it again", stamp_check.reason)
 
     stamp.clear(paths.detections_dir)
-    model, classes, checkpoint_config = load_classifier(checkpoint, device)
+    loaded = classifier_from_checkpoint(checkpoint, device)
+    model, classes, checkpoint_config = loaded.model, loaded.classes, loaded.config
     _check_classes(style, classes, annotations.classes, checkpoint)
     feature_classifier = clip_classifier = store = None
     if mode == "clips":
-        model_config, extract = checkpoint_config["model"], cfg.extract
-        clip_classifier = ClipClassifier(model, device, settings.num_clips, int(model_config["num_frames"]),
-                                         int(model_config["interval"]), extract.fps, extract.short_side,
-                                         extract.crop, extract.batch_size)
+        clip = clip_settings(cfg, paths, checkpoint_config)
+        clip_classifier = ClipClassifier(model, device, settings.num_clips, clip["num_frames"], clip["interval"],
+                                         clip["fps"], clip["short_side"], clip["crop"], cfg.extract.batch_size)
     else:
         store = _open_features(paths.features_h5, model, checkpoint_sha256)
         feature_classifier = FeatureClassifier(store, HeadProbabilities(model, device))
@@ -252,13 +261,13 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
     def entries(detections: Detections) -> list[dict]:
         return hacs_entries(detections, classes["label"]) if style == "hacs" else ek100_entries(detections)
 
-    failures = FailureList(failed_path(paths))
-    with DetectionJournal(journal_path(paths), journal_fingerprint) as journal:
+    failures = FailureList(paths.failed_detections)
+    with Journal(paths.detections_journal, journal_fingerprint) as journal:
         todo = [video_id for video_id in video_ids if video_id not in journal]
         if len(todo) < len(video_ids):
             log.info("classify: resuming, %d of %d videos already done", len(video_ids) - len(todo),
                      len(video_ids))
-        progress = tqdm(todo, desc="classify", unit="video")
+        progress = progress_bar(todo, desc="classify", unit="video")
         for video_id in progress:
             try:
                 journal.add(video_id, entries(detect(video_id)))

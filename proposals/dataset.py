@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from features.store import FeatureStore
+from formats.features import FeatureStore
 from proposals.inputs import (
     clip_step_edges,
     crop_window,

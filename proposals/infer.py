@@ -25,11 +25,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from configs.runtime import DistributedContext
 from evaluation.proposal import average_recall
 from proposals.dataset import BMNInputs
 from proposals.losses import BMNLoss, bmn_loss
 from proposals.postprocess import VideoScores, postprocess_videos, proposal_list
+from runstate.runtime import DistributedContext
 
 PROPOSALS_VERSION = "1.0"
 CHUNK_MAP_CELLS = 2**25  # post-process once the pending videos' BM maps hold this many cells (float64)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import pandas as pd
 import torch
@@ -42,13 +43,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from configs import stamp
-from configs.paths import RunPaths
-from configs.runtime import DistributedContext, barrier, init_distributed, set_threads
 from configs.schema import Config
 from data.annotations import Annotations
 from data.dataset import load_dataset
-from features.store import FeatureStore
+from formats.features import FeatureStore
 from proposals.bm_map import bm_valid_mask
 from proposals.bmn import BMN
 from proposals.dataset import BMNInputs, VideoInput, read_videos
@@ -61,15 +59,11 @@ from proposals.infer import (
     rank_share,
     write_proposals_json,
 )
-from proposals.train import (
-    append_history,
-    bmn_model_args,
-    load_bmn,
-    read_bmn_checkpoint,
-    read_history,
-    save_bmn_checkpoint,
-    train_one_epoch,
-)
+from proposals.train import bmn_model_args, load_bmn, read_bmn_checkpoint, save_bmn_checkpoint, train_one_epoch
+from runstate import stamp
+from runstate.epochs import EpochFiles, Resumed
+from runstate.paths import RunPaths
+from runstate.runtime import DistributedContext, barrier, broadcast, init_distributed, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +96,16 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
     postprocess_settings = {key: getattr(cfg.bmn, key) for key in POSTPROCESS_KEYS}
     digest = stamp.fingerprint("bmn", training_digest, postprocess_settings, cfg.eval.subset,
                                _subset_ground_truth(annotations, cfg.eval.subset))
-    if stamp.is_complete(paths.proposals_dir, digest):
-        log.info("bmn: complete (%s), inputs and settings unchanged, nothing to do", paths.proposals_json)
+    outputs = [paths.bmn_checkpoint, paths.bmn_last, paths.bmn_metrics, paths.proposals_json]
+    stamp_check = stamp.check_complete(paths.proposals_dir, digest)
+    if stamp_check:
+        log.info("bmn: complete (%s, verified), inputs and settings unchanged, nothing to do",
+                 paths.proposals_json)
         return
+    if stamp_check.damaged:
+        log.warning("bmn: %s; redoing what is needed", stamp_check.reason)
+    if ctx.is_main:
+        stamp.clear(paths.proposals_dir)
 
     settings, seed = cfg.bmn, cfg.runtime.seed
     inputs = prepare_inputs(cfg, paths, annotations, ctx)
@@ -133,11 +134,17 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
                               sampler=sampler, num_workers=cfg.runtime.num_workers,
                               generator=shuffle_generator)
 
-    last_path = paths.proposals_dir / "last.pt"
-    start_epoch = _resume(last_path, training_digest, bare_model, optimizer, scheduler)
-    history = read_history(paths.bmn_metrics, start_epoch) if ctx.is_main else []
+    epoch_files = EpochFiles("bmn", paths.bmn_last, paths.bmn_checkpoint, paths.bmn_metrics, training_digest,
+                             read_bmn_checkpoint)
+    resumed = epoch_files.resume() if ctx.is_main else Resumed()
+    start_epoch = int(broadcast(resumed.start_epoch, ctx))
+    if start_epoch:  # every rank loads the same last.pt
+        checkpoint = resumed.checkpoint if ctx.is_main else read_bmn_checkpoint(paths.bmn_last)
+        bare_model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    history = resumed.history
     best_auc = max((record["AUC"] for record in history), default=-1.0)
-    barrier(ctx)
 
     log.info("bmn (%s, T=%d, D=%d, features dim %d): %d training sequences from %d videos, %d validation "
              "videos, %d epochs, %d process(es)", settings.input, settings.temporal_scale,
@@ -153,7 +160,8 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
         lr = optimizer.param_groups[0]["lr"]
         train_loss, windows_per_sec = train_one_epoch(model, train_loader, optimizer, valid_mask,
                                                       loss_generator, device, ctx,
-                                                      f"bmn epoch {epoch + 1}/{settings.epochs}")
+                                                      f"bmn epoch {epoch + 1}/{settings.epochs}", epoch + 1,
+                                                      paths.bmn_last)
         scheduler.step()
 
         val_meter = LossMeter()
@@ -170,12 +178,11 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
         is_best = metrics["AUC"] > best_auc
         best_auc = max(best_auc, metrics["AUC"])
         if ctx.is_main:
-            if is_best:
-                save_bmn_checkpoint(paths.bmn_checkpoint, bare_model, model_args, config_dict, epoch + 1,
-                                    training_digest, val=metrics)
-            append_history(paths.bmn_metrics, record)  # before last.pt: a crash in between redoes the epoch
-            save_bmn_checkpoint(last_path, bare_model, model_args, config_dict, epoch + 1, training_digest,
-                                optimizer, scheduler, val=metrics)
+            saved = dict(model=bare_model, model_args=model_args, config=config_dict, epoch=epoch + 1,
+                         training_fingerprint=training_digest, val=metrics)
+            epoch_files.finish_epoch(record, is_best, save_best=partial(save_bmn_checkpoint, **saved),
+                                     save_last=partial(save_bmn_checkpoint, **saved, optimizer=optimizer,
+                                                       scheduler=scheduler), history=history)
         barrier(ctx)
         log.info("bmn epoch %d/%d  loss %.4f  val loss %.4f  AR@100 %.4f  AUC %.4f%s  (%.0f windows/s)",
                  epoch + 1, settings.epochs, train_loss["total"], val_loss["total"], metrics["AR@100"],
@@ -183,8 +190,7 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
 
     _write_proposals(cfg, paths, ctx, annotations, inputs, postprocess, training_digest)
     if ctx.is_main:
-        stamp.mark_complete(paths.proposals_dir, digest,
-                            [paths.bmn_checkpoint, last_path, paths.bmn_metrics, paths.proposals_json])
+        stamp.mark_complete(paths.proposals_dir, digest, outputs)
     barrier(ctx)
 
 
@@ -233,8 +239,7 @@ def _write_proposals(cfg: Config, paths: RunPaths, ctx: DistributedContext, anno
     if (not checkpoint_path.is_file()
             or read_bmn_checkpoint(checkpoint_path)["training_fingerprint"] != training_digest):
         raise RuntimeError(f"bmn: {checkpoint_path} is missing or comes from another training although "
-                           f"{paths.proposals_dir / 'last.pt'} says training finished; delete last.pt to "
-                           "train again")
+                           f"{paths.bmn_last} says training finished; delete last.pt to train again")
     device = torch.device(ctx.device)
     model, checkpoint = load_bmn(checkpoint_path, device)
     started = time.perf_counter()
@@ -257,21 +262,6 @@ def _write_proposals(cfg: Config, paths: RunPaths, ctx: DistributedContext, anno
     metrics = proposal_metrics(ground_truth, proposals)
     log.info("bmn: %s proposals: %s", cfg.eval.subset,
              "  ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items()))
-
-
-def _resume(last_path, training_digest: str, model: BMN, optimizer, scheduler) -> int:
-    """Loads ``last.pt`` when it comes from the same training; returns the epochs already done."""
-    if not last_path.is_file():
-        return 0
-    checkpoint = read_bmn_checkpoint(last_path)
-    if checkpoint["training_fingerprint"] != training_digest:
-        log.warning("bmn: %s was trained with other inputs or settings; training afresh", last_path)
-        return 0
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    log.info("bmn: resuming from %s after epoch %d", last_path, checkpoint["epoch"])
-    return int(checkpoint["epoch"])
 
 
 def training_fingerprint(cfg: Config, annotations: Annotations, paths: RunPaths) -> str:

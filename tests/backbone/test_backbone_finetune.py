@@ -9,11 +9,12 @@ import pytest
 import torch
 from testkit import REPO_ROOT, decode_index, index_frames, tiny_config
 
-from backbone import finetune
+from backbone import build, finetune
 from backbone.clip_dataset import ClipSampling, SegmentClips, augment, sample_clip_centers
-from backbone.clips import clip_times, clips_to_tensor
-from configs.paths import RunPaths
+from backbone.clips import clips_to_tensor
+from data.clip_geometry import ClipGeometry
 from data.mp4 import write_mp4
+from runstate.paths import RunPaths
 
 
 def test_lr_schedule_by_hand():
@@ -26,8 +27,8 @@ def test_lr_schedule_by_hand():
 
 def test_clip_times_and_centers():
     # 4 frames, 8 apart, at 30 fps: offsets -12, -4, 4, 12 frames around the centre
-    assert np.allclose(clip_times(np.array([1.0]), 4, 8, 30.0), [[0.6, 1.0 - 4 / 30, 1.0 + 4 / 30, 1.4]])
-    assert clip_times(np.array([0.1]), 4, 8, 30.0)[0, 0] == 0.0  # clamped at the start
+    assert np.allclose(ClipGeometry(4, 8, 30.0).frame_times(np.array([1.0])), [[0.6, 1.0 - 4 / 30, 1.0 + 4 / 30, 1.4]])
+    assert ClipGeometry(4, 8, 30.0).frame_times(np.array([0.1]))[0, 0] == 0.0  # clamped at the start
     starts, ends = np.array([0.0, 5.0]), np.array([4.0, 5.5])
     assert np.allclose(sample_clip_centers(starts, ends, 1.0, None), [2.0, 5.25])
     centers = sample_clip_centers(np.repeat(starts, 500), np.repeat(ends, 500), 1.0, np.random.default_rng(0))
@@ -110,7 +111,7 @@ def test_finetune_is_deterministic_and_resumes_exactly(tmp_path, synthetic_cache
     stamp_time = (tmp_path / "c/backbone/last.pt").stat().st_mtime_ns
     finetune.run_finetune(cfg_c, RunPaths.from_config(cfg_c))
     assert (tmp_path / "c/backbone/last.pt").stat().st_mtime_ns == stamp_time
-    model, classes, _ = finetune.load_classifier(tmp_path / "c/backbone/checkpoint.pt")
+    model, classes, _ = build.load_classifier(tmp_path / "c/backbone/checkpoint.pt")
     assert set(classes) == {"verb", "noun"} and not model.training
 
 

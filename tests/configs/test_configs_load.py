@@ -1,9 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from configs.load import all_keys, dump_config, load_config, parse_override
+from configs.load import all_keys, config_yaml, load_config, parse_override
 from configs.schema import Config, ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -100,7 +101,7 @@ def test_cross_field_checks():
 
 def test_dump_roundtrip(tmp_path):
     cfg = load_config(CONFIGS / "synthetic.yaml", ["bmn.epochs=3"])
-    dump_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text(config_yaml(cfg))
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
 
@@ -110,3 +111,30 @@ def test_parse_override_and_keys():
     assert parse_override("a.b=hello") == ("a.b", "hello")
     assert parse_override("a.b=") == ("a.b", "")
     assert "extract.fps" in all_keys() and "dataset.synthetic.seed" in all_keys()
+
+
+def test_a_section_override_merges_into_the_file_section():
+    base = load_config(CONFIGS / "synthetic-tiny.yaml")
+    cfg = load_config(CONFIGS / "synthetic-tiny.yaml", ["extract={fps: 25, stride: 2}"])
+    assert cfg.extract.fps == 25.0 and cfg.extract.stride == 2
+    assert cfg.extract.short_side == base.extract.short_side == 32  # from the file, not the schema default
+    nested = load_config(CONFIGS / "synthetic-tiny.yaml", ["dataset={synthetic: {seed: 7}}"])
+    assert nested.dataset.synthetic.seed == 7
+    assert nested.dataset.synthetic.num_train_videos == base.dataset.synthetic.num_train_videos == 6
+
+
+@pytest.mark.parametrize("override, key", [
+    ("extract.fps=.inf", "extract.fps"), ("finetune.lr=.nan", "finetune.lr"), ("bmn.lr=-.inf", "bmn.lr"),
+    ("bmn.soft_nms_alpha=.nan", "bmn.soft_nms_alpha"), ("eval.tiou_thresholds=[0.5, .nan]", "eval.tiou_thresholds[1]"),
+    ("bmn={soft_nms_low: .nan}", "bmn.soft_nms_low"),
+])
+def test_non_finite_numbers_are_rejected_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be a finite number"):
+        load_config(CONFIGS / "synthetic.yaml", [override])
+
+
+def test_overrides_may_stand_before_or_after_the_stage():
+    import pipeline
+
+    args = pipeline.build_parser().parse_intermixed_args(["bmn.lr=1e-3", "--stage", "bmn", "extract.fps=25"])
+    assert args.stage == "bmn" and args.overrides == ["bmn.lr=1e-3", "extract.fps=25"]

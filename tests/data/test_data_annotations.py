@@ -90,6 +90,7 @@ EK_HEADER = "narration_id,video_id,start_timestamp,stop_timestamp,verb_class,nou
     ("P01_01_0,P01_01,00:00:03.00,00:00:02.00,1,2", "stop_timestamp"),  # end before start
     ("P01_01_0,P01_01,00:00:01.00,00:00:02.00,one,2", "verb_class"),
     ("P01_01_0,P01_01,00:00:01.00,00:00:02.00,1,", "noun_class"),
+    ("P01_01_0,P01_01,-00:00:01.00,00:00:02.00,1,2", "start_timestamp"),  # a negative time
 ])
 def test_ek100_malformed_rows_name_file_entry_field(tmp_path, row, field):
     path = tmp_path / "bad.csv"
@@ -172,6 +173,7 @@ def test_hacs_given_class_list(tmp_path):
     ({"subset": "training", "duration": 10, "annotations": [{"label": "x", "segment": [3, 2]}]}, "segment"),
     ({"subset": "training", "duration": 10, "annotations": [{"label": "x", "segment": [1]}]}, "segment"),
     ({"subset": "training", "duration": 10, "annotations": [{"label": "x", "segment": ["a", 2]}]}, "segment[0]"),
+    ({"subset": "training", "duration": 10, "annotations": [{"label": "x", "segment": [-0.5, 2]}]}, "segment[0]"),
 ])
 def test_hacs_malformed_entries(tmp_path, entry, field):
     path = _hacs(tmp_path, {"vid1": entry})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from configs.load import load_config
-from configs.paths import RunPaths
+from runstate.paths import RunPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "configs" / "synthetic-tiny.yaml"

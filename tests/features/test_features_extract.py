@@ -20,9 +20,9 @@ from data.video import VideoError, VideoReader
 from features import loop
 from features.extract import ExtractionFailed, run_extract, state_dict_sha256
 from features.merge import main as merge_main
-from features.merge import read_failures
-from features.store import FeatureStore, FeatureStoreMismatch
 from features.windows import clip_grid
+from formats.failures import read_failures
+from formats.features import FeatureStore, FeatureStoreMismatch
 
 NUM_FRAMES, INTERVAL, STRIDE, FPS, SHORT_SIDE = 4, 4, 8, 30.0, 32  # pinned by conftest.SETTINGS
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from features.extract import run_extract
-from features.store import FeatureStore
+from formats.features import FeatureStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

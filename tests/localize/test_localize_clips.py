@@ -6,11 +6,12 @@ import torch
 from testkit import decode_index, index_frames
 
 from backbone.clips import IMAGENET_MEAN, IMAGENET_STD
+from data.clip_geometry import ClipGeometry
 from data.mp4 import write_mp4
 from data.video import VideoError, VideoReader
 from features.windows import clip_grid
 from localize.classifiers import ClipClassifier
-from localize.clip_sampling import clip_target_frames, proposal_clip_centers
+from localize.clip_sampling import proposal_clip_centers
 
 FPS = 10.0
 
@@ -23,16 +24,16 @@ def test_clip_centres_hand_worked():
 
 def test_clip_frames_hand_worked():
     # centre 2.5 s at 10 fps = frame 25; 4 frames 2 apart span 6 frames, so the clip starts at 25 - 3 = 22
-    assert clip_target_frames(np.array([2.5]), 4, 2, FPS).tolist() == [[22, 24, 26, 28]]
+    assert ClipGeometry(4, 2, FPS).frame_ids(np.array([2.5])).tolist() == [[22, 24, 26, 28]]
     # an odd span: 4 frames 3 apart span 9, 25 - 4.5 = 20.5 rounds up to 21
-    assert clip_target_frames(np.array([2.5]), 4, 3, FPS).tolist() == [[21, 24, 27, 30]]
+    assert ClipGeometry(4, 3, FPS).frame_ids(np.array([2.5])).tolist() == [[21, 24, 27, 30]]
     # near the start frames are clamped to frame 0: centre frame 1 -> start 1 - 3 = -2 -> -2, 0, 2, 4
-    assert clip_target_frames(np.array([0.1]), 4, 2, FPS).tolist() == [[0, 0, 2, 4]]
+    assert ClipGeometry(4, 2, FPS).frame_ids(np.array([0.1])).tolist() == [[0, 0, 2, 4]]
 
 
 def test_clip_frames_equal_extraction_frames_at_extraction_centres():
     grid = clip_grid(duration_sec=20.0, fps=30.0, num_frames=8, interval_frames=4, stride_frames=8)
-    frames = clip_target_frames(grid.clip_centers_sec, 8, 4, 30.0)
+    frames = ClipGeometry(8, 4, 30.0).frame_ids(grid.clip_centers_sec)
     extraction = grid.frame_ids[grid.clip_frame_ids]  # (N, T) target frames of each extraction clip
     unpadded = frames.max(axis=1) <= grid.num_target_frames - 1  # extraction pads past the end
     assert unpadded.sum() > 60

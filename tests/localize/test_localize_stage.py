@@ -19,15 +19,15 @@ import localize.stage
 from backbone.build import build_model
 from backbone.clips import clips_to_tensor
 from backbone.weights import save_checkpoint
-from configs.paths import RunPaths
-from configs.runtime import PartialFailure
 from configs.schema import Config
 from data.mp4 import write_mp4
 from data.video import VideoReader
 from evaluation.submission import load_ek100_submission
-from features.store import FeatureWriter
-from localize.journal import read_failures
+from formats.failures import read_failures
+from formats.feature_writer import FeatureWriter
 from localize.stage import run_classify
+from runstate.paths import RunPaths
+from runstate.runtime import PartialFailure
 
 VERBS, NOUNS = ["take", "put", "open"], ["cup", "pan", "lid", "tap"]
 LABELS = ["Archery", "Bowling", "Surfing"]

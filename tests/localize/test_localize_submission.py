@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from evaluation.submission import SubmissionError, load_ek100_submission, load_hacs_submission
+from formats.failures import FailureList, read_failures
 from localize.detections import Detections
-from localize.journal import DetectionJournal, FailureList, read_failures
 from localize.submission import (
     ek100_entries,
     ek100_submission,
@@ -15,6 +15,7 @@ from localize.submission import (
     hacs_submission,
     write_submission,
 )
+from runstate.journal import Journal
 
 EK_CLASSES = {"verb": ["take", "put", "open"], "noun": ["cup", "pan"]}
 HACS_CLASSES = {"label": ["Archery", "Bowling", "Surfing"]}
@@ -87,18 +88,18 @@ def test_broken_hacs_submission_is_refused(tmp_path):
 
 def test_journal_resumes_and_drops_a_cut_line(tmp_path):
     path = tmp_path / "partial.jsonl"
-    with DetectionJournal(path, "fp1") as journal:
+    with Journal(path, "fp1") as journal:
         journal.add("a", [{"score": 1.0}])
         journal.add("b", [])
     with open(path, "a") as handle:  # a kill in the middle of the third line
         handle.write('{"video_id": "c", "entr')
-    with DetectionJournal(path, "fp1") as journal:
+    with Journal(path, "fp1") as journal:
         assert journal.entries == {"a": [{"score": 1.0}], "b": []}
         assert "a" in journal and "c" not in journal
         journal.add("c", [{"score": 0.5}])
-    with DetectionJournal(path, "fp1") as journal:
+    with Journal(path, "fp1") as journal:
         assert list(journal.entries) == ["a", "b", "c"]
-    with DetectionJournal(path, "fp2") as journal:  # other inputs or settings: start afresh
+    with Journal(path, "fp2") as journal:  # other inputs or settings: start afresh
         assert journal.entries == {}
     assert path.read_text().splitlines() == ['{"fingerprint": "fp2"}']
 
@@ -107,7 +108,7 @@ def test_journal_with_a_bad_middle_line_is_an_error(tmp_path):
     path = tmp_path / "partial.jsonl"
     path.write_text('{"fingerprint": "fp"}\nnot json\n{"video_id": "a", "entries": []}\n')
     with pytest.raises(ValueError, match="line 2"):
-        DetectionJournal(path, "fp")
+        Journal(path, "fp")
 
 
 def test_failure_list(tmp_path):

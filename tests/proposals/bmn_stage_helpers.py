@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from data.annotations import Annotations
-from features.store import FeatureWriter
+from formats.feature_writer import FeatureWriter
 
 FEATURE_DIM = 16
 CLIP_STEP_SEC = 8 / 30  # the tiny config's stride: 8 frames at 30 fps

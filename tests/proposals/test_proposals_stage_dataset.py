@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from features.store import FeatureWriter
+from formats.feature_writer import FeatureWriter
 from proposals.dataset import BMNInputs, read_videos
 from proposals.infer import LossMeter, PostprocessSettings, predict_proposals, write_proposals_json
 from proposals.inputs import rescale_to_fixed_length

@@ -78,6 +78,17 @@ def barrier(ctx: DistributedContext) -> None:
         dist.barrier()
 
 
+def broadcast(value, ctx: DistributedContext):
+    """Rank 0's ``value`` (any picklable object) on every rank; the value itself in a one-process run."""
+    if not ctx.distributed:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -113,3 +124,72 @@ def setup_logging(log_file: Path | None = None, rank: int = 0) -> logging.Handle
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     return handler
+
+
+class LogProgress:
+    """A progress display for a log file: one INFO line every ``every_sec`` seconds with the true count.
+
+    The same calls as the ``tqdm`` bars it stands in for (iteration, ``update``, ``set_postfix``,
+    ``close``), so a stage writes one loop whatever its stderr is.
+    """
+
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", unit: str = "it",
+                 every_sec: float = 30.0, disable: bool = False):
+        import time
+
+        self.iterable = iterable
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.desc, self.unit, self.every_sec, self.disable = desc, unit, every_sec, disable
+        self.n = 0
+        self.postfix = ""
+        self._clock = time.monotonic
+        self._started = self._last = self._clock()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __len__(self) -> int:
+        return self.total or 0
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        if self._clock() - self._last >= self.every_sec:
+            self._emit()
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **values) -> None:
+        values = {**(ordered_dict or {}), **values}
+        self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
+    def _emit(self) -> None:
+        self._last = self._clock()
+        if self.disable:
+            return
+        elapsed = self._last - self._started
+        total = f"/{self.total}" if self.total is not None else ""
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        postfix = f" ({self.postfix})" if self.postfix else ""
+        logging.getLogger("progress").info("%s: %d%s %s, %.1f %s/s%s", self.desc, self.n, total, self.unit,
+                                           rate, self.unit, postfix)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def progress(iterable=None, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
+             leave: bool = True, every_sec: float = 30.0):
+    """A tqdm bar on a terminal; in a log file (stderr not a terminal) a ``LogProgress`` line every
+    ``every_sec`` seconds with the true count, instead of tqdm's stale redraws."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave,
+                    dynamic_ncols=True, mininterval=1.0)
+    return LogProgress(iterable, total=total, desc=desc, unit=unit, every_sec=every_sec, disable=disable)

@@ -9,16 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from features.store import (
-    FORMAT,
-    FeatureStore,
-    FeatureStoreError,
-    FeatureStoreMismatch,
-    FeatureWriter,
-    assign_shards,
-    merge_shards,
-    shard_path,
-)
+from formats.feature_shards import assign_shards, merge_shards, shard_path
+from formats.feature_writer import FeatureWriter
+from formats.features import FORMAT, FeatureStore, FeatureStoreError, FeatureStoreMismatch
 
 DIM = 6
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.store import FeatureStore
+from formats.features import FeatureStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_VIDEOS = 40
@@ -21,7 +21,7 @@ NUM_VIDEOS = 40
 WRITER_SCRIPT = """
 import sys
 import numpy as np
-from features.store import FeatureWriter
+from formats.feature_writer import FeatureWriter
 
 path, num_videos, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 attrs = dict(backbone="tada2d", checkpoint_sha256="0" * 64, fps=30.0, num_frames=8, interval=8, stride=16,
@@ -116,21 +116,21 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path, writer_script):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("watched_suffix", [".parts", ".tmp-merge"])
+@pytest.mark.parametrize("watched_suffix", [".parts", "consolidation temporary"])
 def test_sigkill_mid_video_and_mid_consolidation(tmp_path, writer_script, watched_suffix):
     """Kill as soon as a video's temporary part file, or the consolidation's merge file, is seen."""
     script, reference, _, _ = writer_script
     out = tmp_path / "features.h5"
     log = tmp_path / "videos.log"
     process = start_writer(script, out, log)
-    watched = out.with_name(out.name + watched_suffix)
+    watched = out.with_name(out.name + ".parts")
     observed = False
     deadline = time.monotonic() + 30
     while not observed and time.monotonic() < deadline and process.poll() is None:
         if watched_suffix == ".parts":
             observed = watched.exists() and any(watched.glob("*.h5.tmp"))
-        else:
-            observed = watched.exists()
+        else:  # runstate.atomic's temporary file of the main file: .<random>.features.h5.tmp
+            observed = any(out.parent.glob(f".*.{out.name}.tmp"))
         time.sleep(0.0005)
     kill(process)
     assert observed, f"the writer finished before {watched_suffix} was seen"
