@@ -7,6 +7,7 @@ off in every stage, so its state dict is TAda2D's minus the route functions and 
 from dataclasses import dataclass
 from pathlib import Path
 
+from backbone.clips import Normalization, resolve_normalization
 from backbone.tada2d import TAda2D
 from backbone.weights import load_weights, read_checkpoint
 from runstate.stamp import file_sha256
@@ -72,6 +73,7 @@ class LoadedClassifier:
         config: the run config the checkpoint was trained with (plain dict).
         section: its ``model`` section (architecture and clip: ``num_frames``, ``interval``).
         sha256: SHA-256 of the checkpoint file (what feature stores record as ``checkpoint_sha256``).
+        normalization: the frame statistics it was trained with.
     """
 
     model: TAda2D
@@ -79,6 +81,7 @@ class LoadedClassifier:
     config: dict
     section: dict
     sha256: str
+    normalization: Normalization
 
 
 def classifier_from_checkpoint(path: str | Path, device: str = "cpu") -> LoadedClassifier:
@@ -94,7 +97,14 @@ def classifier_from_checkpoint(path: str | Path, device: str = "cpu") -> LoadedC
     model = build_from_section(section, {name: len(names) for name, names in classes.items()})
     load_weights(model, checkpoint, strict=True)
     model.to(device).eval()
-    return LoadedClassifier(model, classes, checkpoint["config"], section, file_sha256(path))
+    normalization = resolve_normalization({}, "checkpoint", section, Path(path).name)
+    return LoadedClassifier(model, classes, checkpoint["config"], section, file_sha256(path), normalization)
+
+
+def weights_normalization(model_section: dict, weights_path: str | Path, weights_format: str) -> Normalization:
+    """The statistics that go with initial weights loaded from ``weights_path`` (``LoadReport.source_format``)."""
+    recorded = read_checkpoint(weights_path)["config"].get("model") if weights_format == "checkpoint" else None
+    return resolve_normalization(model_section, weights_format, recorded, Path(weights_path).name)
 
 
 def load_classifier(checkpoint_path: str | Path, device: str = "cpu"):

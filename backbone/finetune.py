@@ -33,9 +33,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from backbone.build import build_model
+from backbone.build import build_model, weights_normalization
 from backbone.clip_dataset import ClipSampling, SegmentClips
-from backbone.clips import clips_to_tensor
+from backbone.clips import IMAGENET, Normalization, clips_to_tensor, resolve_normalization
 from backbone.weights import load_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from configs.schema import Config
 from data.annotations import Annotations
@@ -145,9 +145,12 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
 
     torch.manual_seed(cfg.runtime.seed)
     model = build_classifier(cfg, heads)
+    normalization = resolve_normalization(asdict(cfg.model))
     if cfg.model.pretrained:
         report = load_checkpoint(cfg.model.pretrained, model)
         log.info("initial weights from %s: %s", cfg.model.pretrained, report.summary())
+        normalization = weights_normalization(asdict(cfg.model), cfg.model.pretrained, report.source_format)
+    log.info("finetune: frames normalised with %s", normalization.describe())
     device = torch.device(ctx.device)
     model.to(device)
     if ctx.distributed:
@@ -181,7 +184,8 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     log.info("finetune %s-R%d width %d: %d training clips/epoch, %d validation clips, %d epochs, %d process(es)",
              cfg.model.name, cfg.model.depth, cfg.model.width, len(train_set), len(val_set), ft.epochs,
              ctx.world_size)
-    config_dict = asdict(cfg)
+    config_dict = asdict(cfg)  # what the checkpoints record, with the statistics resolved
+    config_dict["model"].update(input_mean=list(normalization.mean), input_std=list(normalization.std))
     for epoch in range(start_epoch, ft.epochs):
         torch.manual_seed(cfg.runtime.seed + 1000 * (epoch + 1) + ctx.rank)  # dropout: same on resume
         train_set.set_epoch(epoch)
@@ -189,9 +193,9 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss, clips_per_sec = _train_one_epoch(model, train_loader, optimizer, scheduler, scaler, columns,
-                                                     device, use_amp, ctx, epoch, ft.epochs)
-        top1 = evaluate(bare_model, val_loader, columns, device, ctx)
+        train_loss, clips_per_sec = _train_one_epoch(model, train_loader, normalization, optimizer, scheduler,
+                                                     scaler, columns, device, use_amp, ctx, epoch, ft.epochs)
+        top1 = evaluate(bare_model, val_loader, columns, device, ctx, normalization)
         val_top1 = top1["action"] if "action" in top1 else top1[columns[0]]
         record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                   "val": top1, "val_top1": val_top1, "clips_per_sec": clips_per_sec,
@@ -213,14 +217,14 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
     barrier(ctx)
 
 
-def _train_one_epoch(model, loader, optimizer, scheduler, scaler, columns, device, use_amp, ctx, epoch,
-                     num_epochs) -> tuple[float, float]:
+def _train_one_epoch(model, loader, normalization, optimizer, scheduler, scaler, columns, device, use_amp, ctx,
+                     epoch, num_epochs) -> tuple[float, float]:
     model.train()
     total_loss, total_clips, started = 0.0, 0, time.perf_counter()
     bar = progress(loader, desc=f"epoch {epoch + 1}/{num_epochs}", unit="batch", disable=not ctx.is_main,
                    leave=False)
     for step, (clips, labels) in enumerate(bar, start=1):
-        video = clips_to_tensor(clips).to(device, non_blocking=True)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
+        video = clips_to_tensor(clips, normalization).to(device, non_blocking=True)  # (B,T,H,W,3) -> (B,3,T,H,W)
         labels = labels.to(device)  # (B, num_heads)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits, _ = model(video)
@@ -243,13 +247,14 @@ def _train_one_epoch(model, loader, optimizer, scheduler, scaler, columns, devic
 
 
 @torch.inference_mode()
-def evaluate(model, loader, columns: list[str], device, ctx: DistributedContext) -> dict[str, float]:
+def evaluate(model, loader, columns: list[str], device, ctx: DistributedContext,
+             normalization: Normalization = IMAGENET) -> dict[str, float]:
     """Top-1 accuracy per head, plus `action` (all heads right) when there are several heads."""
     model.eval()
     correct = torch.zeros(len(columns) + 1, dtype=torch.float64)  # per head, then all heads
     count = torch.zeros(1, dtype=torch.float64)
     for clips, labels in loader:
-        logits, _ = model(clips_to_tensor(clips).to(device))
+        logits, _ = model(clips_to_tensor(clips, normalization).to(device))
         hits = torch.stack([logits[name].argmax(1).cpu() == labels[:, i] for i, name in enumerate(columns)], 1)
         correct[:-1] += hits.sum(0)
         correct[-1] += hits.all(1).sum()

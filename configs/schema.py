@@ -150,9 +150,17 @@ class ModelConfig:
     route_reduction: int = 4  # route function channel reduction r
     route_kernels: list[int] = field(default_factory=lambda: [3, 3])  # temporal kernel sizes k0, k1
     pretrained: str = ""  # initial weights: torchvision ResNet, official TAdaConv or our checkpoint ("" = none)
+    # frame normalisation (x / 255 - mean) / std, RGB, on the 0..1 scale. Empty = auto: the statistics the
+    # weights were trained with (official TAdaConv files 0.45 / 0.225, torchvision ImageNet's, our checkpoints
+    # what they recorded; ImageNet's for random weights). Give both to override.
+    input_mean: list[float] = field(default_factory=list)
+    input_std: list[float] = field(default_factory=list)
 
     def validate(self, prefix: str) -> None:
         _check_choice(self.name, f"{prefix}.name", ("tada2d", "tsn"))
+        _check(len(self.input_mean) == len(self.input_std) and len(self.input_mean) in (0, 3),
+               f"{prefix}.input_mean", "input_mean and input_std must both be empty (auto) or both 3 values (RGB)")
+        _check(all(0 < v for v in self.input_std), f"{prefix}.input_std", "must be > 0")
         _check(self.depth in (10, 18, 34, 50, 101), f"{prefix}.depth",
                f"must be 10, 18, 34, 50 or 101, got {self.depth}")
         _check(self.width >= 4, f"{prefix}.width", "must be >= 4")

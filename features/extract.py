@@ -46,7 +46,8 @@ from pathlib import Path
 
 import torch
 
-from backbone.build import build_from_section, classifier_from_checkpoint
+from backbone.build import build_from_section, classifier_from_checkpoint, weights_normalization
+from backbone.clips import Normalization, resolve_normalization
 from backbone.tada2d import TAda2D
 from backbone.weights import load_checkpoint
 from configs.load import config_to_dict
@@ -81,13 +82,16 @@ class ExtractionModel:
         model: the backbone (heads unused).
         weights: "checkpoint", "pretrained" or "random".
         weights_sha256: SHA-256 of the weights file, or of the state dict's tensors for random weights.
-        section: the model section it was built from (name, depth, width, num_frames, interval, ...).
+        section: the model section it was built from (name, depth, width, num_frames, interval, ...), with
+            the resolved ``input_mean`` / ``input_std``.
+        normalization: the frame statistics that go with the weights (``backbone.clips.resolve_normalization``).
     """
 
     model: TAda2D
     weights: str
     weights_sha256: str
     section: dict
+    normalization: Normalization
 
 
 def state_dict_sha256(model: torch.nn.Module) -> str:
@@ -118,7 +122,12 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
         if changed:
             log.info("extract: using the checkpoint's model settings for %s", ", ".join(changed))
         section.update(loaded.section)
-        model, weights_sha256 = loaded.model, loaded.sha256
+        model, weights_sha256, normalization = loaded.model, loaded.sha256, loaded.normalization
+        if cfg.model.input_mean:
+            normalization = resolve_normalization(asdict(cfg.model))
+            if normalization.mean != loaded.normalization.mean or normalization.std != loaded.normalization.std:
+                log.warning("extract: model.input_mean/input_std override the statistics %s was trained with "
+                            "(%s)", path.name, loaded.normalization.describe())
     elif kind == "pretrained":
         if not cfg.model.pretrained:
             raise ValueError("extract.weights=pretrained needs model.pretrained (a torchvision, official "
@@ -131,13 +140,17 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
                              + "; ".join(report.summary().splitlines()))
         log.info("extract: %s: %s", path, report.summary().splitlines()[0])
         weights_sha256 = file_sha256(path)
+        normalization = weights_normalization(asdict(cfg.model), path, report.source_format)
     elif kind == "random":
         torch.manual_seed(cfg.runtime.seed)
         model = build_from_section(section, {})
         weights_sha256 = state_dict_sha256(model)
+        normalization = resolve_normalization(asdict(cfg.model))
     else:
         raise ValueError(f"extract.weights must be checkpoint, pretrained or random, got {kind!r}")
-    return ExtractionModel(model.eval(), kind, weights_sha256, section)
+    section.update(input_mean=list(normalization.mean), input_std=list(normalization.std))
+    log.info("extract: frames normalised with %s", normalization.describe())
+    return ExtractionModel(model.eval(), kind, weights_sha256, section, normalization)
 
 
 # ------------------------------------------------------------------ the stage
@@ -157,6 +170,7 @@ def store_attrs(cfg: Config, extraction: ExtractionModel) -> dict:
                 num_frames=section["num_frames"], interval=section["interval"], stride=cfg.extract.stride,
                 short_side=cfg.extract.short_side, crop=cfg.extract.crop, dim=extraction.model.feature_dim,
                 weights=extraction.weights, depth=section["depth"], width=section["width"],
+                input_mean=list(extraction.normalization.mean), input_std=list(extraction.normalization.std),
                 config=config_to_dict(cfg))
 
 
@@ -272,7 +286,7 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
         barrier(ctx)  # no rank sees another's stale mark from an earlier run
     where = f"shard {index} of {count}" if count > 1 else "all videos"
 
-    encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16,
+    encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16, normalization=extraction.normalization,
                           channels_last=cfg.extract.channels_last)
     # one decoder thread per reader: frame-threaded H.264 decoding after a seek was seen to differ
     # between runs under load, and features must be identical across runs, ranks and resumes

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from backbone.clips import clips_to_tensor
+from backbone.clips import IMAGENET, Normalization, clips_to_tensor
 from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure, keep_item
 from features.sources import VideoSource
 from formats.failures import FailedVideo
@@ -50,10 +50,12 @@ class ClipEncoder:
         device: "cpu" or "cuda[:i]".
         bf16: bf16 autocast (CUDA only).
         channels_last: channels-last memory format (CUDA only).
+        normalization: the frame statistics that go with the model's weights.
     """
 
     def __init__(self, model: nn.Module, device: str = "cpu", bf16: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, normalization: Normalization = IMAGENET):
+        self.normalization = normalization
         self.device = torch.device(device)
         self.on_cuda = self.device.type == "cuda"
         self.bf16 = bf16 and self.on_cuda
@@ -66,7 +68,7 @@ class ClipEncoder:
     def __call__(self, clips: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             # On the CPU (clips_to_tensor keeps its constants there): (n, T, H, W, 3) uint8 -> (n, 3, T, H, W)
-            video = clips_to_tensor(clips).to(self.device)
+            video = clips_to_tensor(clips, self.normalization).to(self.device)
             if self.channels_last:
                 # (n, 3, T, H, W) stored as (n, T, H, W, 3): the frames the model folds out of it,
                 # (n*T, 3, H, W), are then channels-last.

@@ -7,8 +7,9 @@ Layout of ``features.h5`` (DESIGN.md, "Features"):
   frames), ``short_side`` (pixels), ``dim`` (feature size), ``dtype`` (of the stored
   features), ``config`` (the resolved config as YAML text). Any extra scalar attrs a
   caller passes are stored too; the extraction stage adds ``crop`` ("none" or
-  "center"), ``weights``, ``depth`` and ``width``. ``IDENTIFYING_KEYS`` (all the
-  named attrs but ``config``, plus ``crop`` when present) identify the extraction: a
+  "center"), ``weights``, ``depth``, ``width`` and ``input_mean`` / ``input_std`` (the
+  frame statistics, 3 floats each). ``IDENTIFYING_KEYS`` (all the named attrs but
+  ``config``, plus ``crop`` and the statistics when present) identify the extraction: a
   writer refuses to add to a file whose identifying attrs differ.
 * ``/videos/<video_id>``: dataset ``features`` (N, dim) in ``dtype`` (float16 by
   default), dataset ``times`` (N,) float64 clip-centre seconds, attrs ``duration``
@@ -39,7 +40,8 @@ import yaml
 FORMAT = "tal-features/1"
 # Root attrs that identify an extraction; a store only ever holds features made with one setting.
 IDENTIFYING_KEYS = ("format", "backbone", "checkpoint_sha256", "fps", "num_frames", "interval", "stride",
-                    "short_side", "crop", "dim", "dtype")
+                    "short_side", "crop", "dim", "dtype", "input_mean", "input_std")
+VECTOR_KEYS = ("input_mean", "input_std")  # per-channel frame statistics: lists of 3 finite floats
 FEATURE_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 # Sidecar files and folders beside a store: name -> suffix appended to the store's file name.
 SIDECARS = {"parts": ".parts", "lock": ".lock", "legacy_merge_tmp": ".tmp-merge", "damaged": ".damaged"}
@@ -67,7 +69,9 @@ def is_int(value) -> bool:
 
 
 def plain_value(value):
-    """A numpy scalar read from HDF5 attrs as the Python value."""
+    """A numpy scalar (or vector, as a list) read from HDF5 attrs as the Python value."""
+    if isinstance(value, np.ndarray):
+        return [item.item() if isinstance(item, np.generic) else item for item in value]
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -103,6 +107,11 @@ def normalize_root_attrs(attrs: dict, dtype: str) -> dict:
             out[key] = fps
         elif key in ("num_frames", "interval", "stride", "short_side", "dim"):
             out[key] = _positive_int(value, key)
+        elif key in VECTOR_KEYS:
+            vector = [float(item) for item in value] if isinstance(value, (list, tuple, np.ndarray)) else []
+            if len(vector) != 3 or not all(math.isfinite(item) for item in vector):
+                raise ValueError(f"feature store attrs: {key!r} must be 3 finite numbers, got {value!r}")
+            out[key] = vector
         elif key == "config":
             out[key] = value if isinstance(value, str) else yaml.safe_dump(value, sort_keys=False)
         elif key == "dtype":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbone.clips import center_crop, clips_to_tensor
+from backbone.clips import IMAGENET, Normalization, center_crop, clips_to_tensor
 from data.clip_geometry import ClipGeometry
 from data.video import VideoReader
 from localize.clip_sampling import proposal_clip_centers
@@ -110,11 +110,13 @@ class ClipClassifier:
         crop: "none" (whole frame, as the paper and extraction) or "center" (square crop of ``short_side``).
         batch_size: clips per forward pass; also bounds the frames decoded at once.
         open_video: ``(path, short_side) -> VideoReader``-like object (tests pass a spy).
+        normalization: the frame statistics the features were extracted with.
     """
 
     def __init__(self, model: nn.Module, device: str, num_clips: int, num_frames: int, interval_frames: int,
                  fps: float, short_side: int, crop: str = "none", batch_size: int = 16,
-                 open_video=VideoReader):
+                 open_video=VideoReader, normalization: Normalization = IMAGENET):
+        self.normalization = normalization
         if crop not in ("none", "center"):
             raise ValueError(f"ClipClassifier: crop must be 'none' or 'center', got {crop!r}")
         if batch_size < 1 or num_clips < 1:
@@ -179,7 +181,7 @@ class ClipClassifier:
             if self.crop == "center":
                 clips = center_crop(clips, self.short_side)
             with torch.inference_mode():
-                video = clips_to_tensor(clips).to(self.device)  # (b, 3, T, H, W)
+                video = clips_to_tensor(clips, self.normalization).to(self.device)  # (b, 3, T, H, W)
                 logits, _ = self.model(video)
                 probabilities = _softmax_per_head(logits)
             for head, values in probabilities.items():

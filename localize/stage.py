@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from backbone.build import classifier_from_checkpoint
+from backbone.clips import resolve_normalization
 from configs.schema import Config
 from data.dataset import load_dataset
 from evaluation.submission import load_proposals
@@ -131,9 +132,9 @@ def _open_features(features_h5: Path, model, checkpoint_sha256: str) -> FeatureS
 def clip_settings(cfg: Config, paths: RunPaths, checkpoint_config: dict) -> dict:
     """What ``classify.mode: clips`` decodes: the frames extraction saw.
 
-    The clip geometry (``num_frames``, ``interval``, ``fps``), frame size (``short_side``) and
-    ``crop`` that ``features.h5`` records; without a feature store, the checkpoint's clip and the
-    ``extract`` section.
+    The clip geometry (``num_frames``, ``interval``, ``fps``), frame size (``short_side``),
+    ``crop`` and frame statistics that ``features.h5`` records; without a feature store, the
+    checkpoint's clip and statistics and the ``extract`` section.
     """
     if paths.features_h5.is_file():
         with FeatureStore(paths.features_h5) as store:
@@ -143,10 +144,13 @@ def clip_settings(cfg: Config, paths: RunPaths, checkpoint_config: dict) -> dict
         attrs = {**checkpoint_config["model"], "fps": cfg.extract.fps, "short_side": cfg.extract.short_side,
                  "crop": cfg.extract.crop}
         source = "the checkpoint and the extract section (no feature store)"
+    normalization = resolve_normalization({}, "checkpoint", attrs, source)
     clip = dict(num_frames=int(attrs["num_frames"]), interval=int(attrs["interval"]), fps=float(attrs["fps"]),
-                short_side=int(attrs["short_side"]), crop=str(attrs.get("crop", "none")))
-    log.info("classify: clips of %d frames %d apart at %g fps, short side %d, crop %s (from %s)",
-             clip["num_frames"], clip["interval"], clip["fps"], clip["short_side"], clip["crop"], source)
+                short_side=int(attrs["short_side"]), crop=str(attrs.get("crop", "none")),
+                normalization=normalization)
+    log.info("classify: clips of %d frames %d apart at %g fps, short side %d, crop %s, %s (from %s)",
+             clip["num_frames"], clip["interval"], clip["fps"], clip["short_side"], clip["crop"],
+             normalization.describe(), source)
     return clip
 
 
@@ -236,7 +240,8 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
     if mode == "clips":
         clip = clip_settings(cfg, paths, checkpoint_config)
         clip_classifier = ClipClassifier(model, device, settings.num_clips, clip["num_frames"], clip["interval"],
-                                         clip["fps"], clip["short_side"], clip["crop"], cfg.extract.batch_size)
+                                         clip["fps"], clip["short_side"], clip["crop"], cfg.extract.batch_size,
+                                         normalization=clip["normalization"])
     else:
         store = _open_features(paths.features_h5, model, checkpoint_sha256)
         feature_classifier = FeatureClassifier(store, HeadProbabilities(model, device))

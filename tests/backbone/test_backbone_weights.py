@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from testkit import official_checkpoint
 
 from backbone.build import build_model
 from backbone.weights import (
@@ -133,48 +134,6 @@ def test_torchvision_state_dict_loads_kernels_one_to_one(tmp_path, depth):
 
 # ---- official TAdaConv release ------------------------------------------------------------------
 
-BRANCH_TO_OFFICIAL = {  # written out independently of backbone.weights
-    "conv1": "a", "bn1": "a_bn", "conv2": "b", "bn2": "b_bn", "conv3": "c", "bn3": "c_bn",
-    "route.global_linear": "b_rf.g", "route.conv_reduce": "b_rf.a", "route.bn": "b_rf.bn",
-    "route.conv_expand": "b_rf.b", "pool_bn": "b_avgpool_bn",
-}
-
-
-def official_key_and_shape(key, tensor, head_names):
-    """Our key -> (official key, official tensor layout)."""
-    parts = key.split(".")
-    if parts[0] in ("conv1", "bn1"):
-        official = "backbone.conv1." + ("a." if parts[0] == "conv1" else "a_bn.") + parts[1]
-    elif parts[0] == "heads":
-        module = "out" if len(head_names) == 1 else f"linear{head_names.index(parts[1]) + 1}"
-        return f"head.{module}.{parts[2]}", tensor
-    else:
-        stage, block = int(parts[0][len("layer"):]) + 1, int(parts[1]) + 1
-        prefix = f"backbone.conv{stage}.res_{block}."
-        if parts[2] == "downsample":
-            official = prefix + ("short_cut." if parts[3] == "0" else "short_cut_bn.") + parts[4]
-        else:
-            module = ".".join(parts[2:-1])
-            official = prefix + "conv_branch." + BRANCH_TO_OFFICIAL[module] + "." + parts[-1]
-    name = parts[-1]
-    if official.endswith(".b.weight") and "b_rf" not in official:  # TAdaConv: [1, 1, Cout, Cin, kh, kw]
-        tensor = tensor[None, None]
-    elif tensor.dim() == 4:  # Conv3d with a 1 x k x k kernel
-        tensor = tensor.unsqueeze(2)
-    elif "b_rf.g" in official and name == "weight":  # 1x1x1 Conv3d
-        tensor = tensor[:, :, None, None, None]
-    elif tensor.dim() == 3:  # temporal Conv3d, [C_out, C_in, k, 1, 1]
-        tensor = tensor[..., None, None]
-    return official, tensor
-
-
-def official_checkpoint(model):
-    head_names = list(model.heads)
-    state = dict(official_key_and_shape(key, value.clone(), head_names)
-                 for key, value in model.state_dict().items())
-    return {"epoch": 30, "model_state": state, "optimizer_state": {}, "cfg": "MODEL:\n  NAME: TAda2D\n"}
-
-
 @pytest.mark.parametrize("heads", [{"label": 5}, {"verb": 4, "noun": 6}])
 def test_official_checkpoint_lands_every_tensor(tmp_path, heads):
     source = tiny("tada2d", depth=50, heads=heads, seed=5)
@@ -253,3 +212,26 @@ def test_two_head_official_file_into_one_head_model_leaves_the_head_alone():
     assert report.unexpected == ["head.linear1.weight", "head.linear1.bias",
                                  "head.linear2.weight", "head.linear2.bias"]
     assert report.missing == ["heads.label.weight", "heads.label.bias"]
+
+
+# ---- normalisation travels with the weights -----------------------------------------------------
+
+
+def test_statistics_follow_the_weights(tmp_path):
+    from backbone.build import weights_normalization
+    from backbone.clips import IMAGENET_MEAN, TADACONV_MEAN, TADACONV_STD, resolve_normalization
+
+    auto = {"input_mean": [], "input_std": []}
+    assert resolve_normalization(auto).mean == IMAGENET_MEAN  # random weights: ImageNet's
+    official = resolve_normalization(auto, "official", weights_name="k400.pyth")
+    assert (official.mean, official.std) == (TADACONV_MEAN, TADACONV_STD) and "k400.pyth" in official.source
+    assert resolve_normalization(auto, "torchvision").mean == IMAGENET_MEAN
+    explicit = {"input_mean": [0.1, 0.2, 0.3], "input_std": [1.0, 1.0, 1.0]}
+    assert resolve_normalization(explicit, "official").mean == (0.1, 0.2, 0.3)  # the config wins
+    # our checkpoint: what it recorded; one from before statistics were recorded: ImageNet's
+    path = tmp_path / "ours.pt"
+    section = {"input_mean": [0.5, 0.4, 0.3], "input_std": [0.2, 0.2, 0.2]}
+    save_checkpoint(path, tiny(), {"model": section}, {"label": list("abcde")}, epoch=1)
+    assert weights_normalization(auto, path, "checkpoint").mean == (0.5, 0.4, 0.3)
+    save_checkpoint(path, tiny(), {"model": {}}, {"label": list("abcde")}, epoch=1)
+    assert weights_normalization(auto, path, "checkpoint").mean == IMAGENET_MEAN
