@@ -60,8 +60,11 @@ STAGE_FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "bmn": ("proposals.stage", "run_bmn", "train BMN, write proposals.json"),
     "classify": ("localize.stage", "run_classify", "classify proposals, write submission.json"),
     "eval": ("evaluation.stage", "run_eval", "average mAP and AR@AN, metrics.json and report"),
+    # run by name, not part of --stage all
+    "detect": ("detect.stage", "run_detect", "a trained run on new videos: detections.json/.csv, viewer.html"),
+    "export": ("detect.model", "run_export", "the trained run in one file: export/model.pt"),
 }
-assert tuple(STAGE_FUNCTIONS) == STAGES
+assert tuple(STAGE_FUNCTIONS)[:len(STAGES)] == STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline.py",
         description="TAda2D temporal action localization: videos in, scored detections out.",
-        epilog=f"stages:\n{stage_help}\n  {'all':<9} the five stages in order\n\n"
+        epilog=f"stages:\n{stage_help}\n  {'all':<9} the five training stages in order (not detect, export)\n\n"
                "overrides: section.key=value with YAML values, e.g. bmn.lr=1e-3 extract.fps=30 "
                "dataset.subsets=[validation]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--stage", required=True, choices=[*STAGES, "all"], help="which stage to run")
+    parser.add_argument("--config", default=None,
+                        help=f"YAML config (default: {DEFAULT_CONFIG}; for --stage detect with detect.model=model.pt, "
+                             "the settings inside model.pt)")
+    parser.add_argument("--stage", required=True, choices=[*STAGE_FUNCTIONS, "all"], help="which stage to run")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return parser
 
@@ -106,15 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     setup_logging(rank=_rank())
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = _load_config(args)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     paths = RunPaths.from_config(cfg)
     try:
-        if _rank() == 0:
+        if _rank() == 0 and args.stage not in ("detect", "export"):  # those leave the trained run's record be
             atomic.write_text(paths.config_yaml, config_yaml(cfg))
-        if cfg.dataset.source == "synthetic":  # generated once, then cached by its parameters
+        needs_dataset = args.stage not in ("detect", "export") or bool(cfg.detect.subset)
+        if cfg.dataset.source == "synthetic" and needs_dataset:  # generated once, then cached by its parameters
             from data.dataset import resolve_dataset_files
 
             resolve_dataset_files(cfg)
@@ -147,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"some items failed in: {', '.join(partial_failures)} (see the failed.tsv files)", file=sys.stderr)
         return 1
     return 0
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    """``--config`` with the overrides; without ``--config``, ``detect.model=model.pt`` brings its own settings."""
+    bundle = next((text.partition("=")[2] for text in args.overrides if text.startswith("detect.model=")), "")
+    if args.config is None and args.stage == "detect" and bundle:
+        from detect.model import config_from_bundle
+
+        return config_from_bundle(bundle, args.overrides)
+    return load_config(args.config or DEFAULT_CONFIG, args.overrides)
 
 
 def _one_line(error: BaseException) -> str:

@@ -84,21 +84,24 @@ class LoadedClassifier:
     normalization: Normalization
 
 
-def classifier_from_checkpoint(path: str | Path, device: str = "cpu") -> LoadedClassifier:
-    """The one "model from checkpoint": used by extract and classify.
+def classifier_from_checkpoint(path: str | Path, device: str = "cpu", checkpoint: dict | None = None,
+                               sha256: str = "") -> LoadedClassifier:
+    """The one "model from checkpoint": used by extract, classify and detect.
 
     The architecture comes from the checkpoint's own config, so a run with another ``model``
     section still reads it right. Raises ``CheckpointError`` naming the file when it is not a
-    whole classifier checkpoint.
+    whole classifier checkpoint. A checkpoint already in memory (from a model bundle) is passed as
+    ``checkpoint`` with its file's ``sha256``; ``path`` then only names it.
     """
-    checkpoint = read_checkpoint(path)
+    if checkpoint is None:
+        checkpoint, sha256 = read_checkpoint(path), file_sha256(path)
     section = dict(checkpoint["config"].get("model") or {})
     classes = checkpoint["classes"]
     model = build_from_section(section, {name: len(names) for name, names in classes.items()})
     load_weights(model, checkpoint, strict=True)
     model.to(device).eval()
     normalization = resolve_normalization({}, "checkpoint", section, Path(path).name)
-    return LoadedClassifier(model, classes, checkpoint["config"], section, file_sha256(path), normalization)
+    return LoadedClassifier(model, classes, checkpoint["config"], section, sha256, normalization)
 
 
 def weights_normalization(model_section: dict, weights_path: str | Path, weights_format: str) -> Normalization:

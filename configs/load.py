@@ -42,6 +42,15 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return config_from_dict(values)
 
 
+def load_config_values(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Like ``load_config``, from a config already read (e.g. the one a model bundle carries)."""
+    values = _merge({}, values)  # a copy: overrides must not change the caller's dict
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(values, key, _resolve_paths_in_value(key, value, Path.cwd()))
+    return config_from_dict(values)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`"bmn.lr=1e-3"` -> `("bmn.lr", 0.001)`; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")

@@ -323,6 +323,25 @@ class EvalConfig:
 
 
 @dataclass
+class DetectConfig:
+    """Running a trained run (or an exported model.pt) on new, unlabelled videos: `--stage detect`."""
+
+    videos: str = ""  # video file(s): a file, folder, glob, list file or archive (as extract.videos)
+    subset: str = ""  # or a dataset split instead of paths, e.g. "testing" (the leaderboards' test sets)
+    model: str = ""  # an exported model.pt ("" = this run's checkpoints under runtime.work_dir)
+    output: str = ""  # where detections go ("" = <work_dir>/detect)
+    annotations: str = ""  # optional ground truth shown in the viewer (HACS JSON / EK100 CSV)
+    score_threshold: float = 0.0  # detections scoring below it are dropped
+    top_k: int = 0  # detections kept per video, best first (0 = classify.max_detections_per_video)
+
+    def validate(self, prefix: str) -> None:
+        _check(not (self.videos and self.subset), f"{prefix}.videos", "give detect.videos or detect.subset, not both")
+        _check(not self.subset or self.subset in SUBSETS, f"{prefix}.subset", f"must be one of {list(SUBSETS)}")
+        _check(0 <= self.score_threshold <= 1, f"{prefix}.score_threshold", "must be in [0, 1]")
+        _check(self.top_k >= 0, f"{prefix}.top_k", "must be >= 0")
+
+
+@dataclass
 class Config:
     """A whole run. `configs.load.load_config` builds and validates one."""
 
@@ -334,9 +353,10 @@ class Config:
     bmn: BMNConfig = field(default_factory=BMNConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def validate(self) -> None:
-        for name in ("dataset", "runtime", "model", "finetune", "extract", "bmn", "classify", "eval"):
+        for name in ("dataset", "runtime", "model", "finetune", "extract", "bmn", "classify", "eval", "detect"):
             getattr(self, name).validate(name)
 
 
@@ -354,4 +374,8 @@ PATH_KEYS = (
     "model.pretrained",
     "extract.checkpoint",
     "extract.videos",
+    "detect.videos",
+    "detect.model",
+    "detect.output",
+    "detect.annotations",
 )

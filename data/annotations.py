@@ -197,13 +197,18 @@ def load_ek100_csv(
     0..max seen. `label` is the action id `verb * num_nouns + noun`. Per-video duration
     and native fps come from `EPIC_100_video_info.csv` when given; otherwise the
     duration is the last segment end and the fps is NaN. All rows get `subset`.
+
+    A *labelless* file, with neither `verb_class` nor `noun_class` (the leaderboard's
+    `EPIC_100_test_timestamps.csv`), names the videos of a split used only for detection:
+    its videos are loaded, with no ground-truth segments.
     """
     path = Path(path)
     if subset not in SUBSETS:
         raise AnnotationError(path, "-", "subset", f"must be one of {list(SUBSETS)}, got {subset!r}")
     table = _read_table(path)
+    labelless = "verb_class" not in table.columns and "noun_class" not in table.columns
     for column in EK100_REQUIRED_COLUMNS:
-        if column not in table.columns:
+        if column not in table.columns and not (labelless and column in ("verb_class", "noun_class")):
             raise AnnotationError(path, "header", column, "missing column")
     entry_names = table["narration_id"] if "narration_id" in table.columns else pd.Series(table.index)
 
@@ -225,6 +230,17 @@ def load_ek100_csv(
         starts.append(start)
         ends.append(end)
 
+    if labelless:
+        listed = pd.DataFrame({"video_id": table["video_id"].astype(str).to_numpy(),
+                               "end": np.asarray(ends, dtype=np.float64)})
+        verb_names = load_class_names(verb_classes_csv) if verb_classes_csv else []
+        noun_names = load_class_names(noun_classes_csv) if noun_classes_csv else []
+        segments = pd.DataFrame({"video_id": pd.Series(dtype=str), "start": pd.Series(dtype=np.float64),
+                                 "end": pd.Series(dtype=np.float64), "label": pd.Series(dtype=np.int64),
+                                 "subset": pd.Series(dtype=str), "verb": pd.Series(dtype=np.int64),
+                                 "noun": pd.Series(dtype=np.int64)})
+        return Annotations(segments, _ek100_videos(listed, video_info_csv, subset),
+                           {"verb": verb_names, "noun": noun_names})
     verbs = _int_column(table, "verb_class", path, entry_names)
     nouns = _int_column(table, "noun_class", path, entry_names)
     verb_names = load_class_names(verb_classes_csv) if verb_classes_csv else _numbered("verb", verbs)

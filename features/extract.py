@@ -42,6 +42,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ from configs.schema import Config
 from data.dataset import load_dataset
 from features.decode import ClipSampling
 from features.loop import ClipEncoder, ExtractSummary, extract_videos
-from features.sources import VideoSource, list_sources, source_identity, sources_from_table
+from features.sources import VideoSource, archive_order, list_sources, source_identity, sources_from_table
 from formats.failures import write_failures
 from formats.feature_shards import assign_shards, done_marker, merge_extraction, shard_path
 from formats.feature_writer import FeatureWriter
@@ -196,7 +197,8 @@ def _share(cfg: Config, ctx: DistributedContext, sources: list[VideoSource]
         return 0, 1, sources
     by_id = {source.video_id: source for source in sources}
     share = assign_shards(list(by_id), [source.cost for source in sources], count)[index]
-    return index, count, [by_id[video_id] for video_id in share]
+    # a compressed tar is read forwards only: its members in stream order, whatever the balancing order
+    return index, count, archive_order([by_id[video_id] for video_id in share])
 
 
 def _open_writer(path: Path, attrs: dict, dtype: str, overwrite: bool) -> FeatureWriter:
@@ -208,6 +210,40 @@ def _open_writer(path: Path, attrs: dict, dtype: str, overwrite: bool) -> Featur
         return FeatureWriter(path, attrs, dtype=dtype, recover_damaged=True)
     except FeatureStoreMismatch as error:
         raise FeatureStoreMismatch(f"{error}; or rerun with extract.overwrite=true") from None
+
+
+def extract_into(output: Path, failed_tsv: Path, sources: list[VideoSource], cfg: Config,
+                 extraction: ExtractionModel, ctx: DistributedContext, where: str = "all videos",
+                 also_done=None) -> ExtractSummary:
+    """Extract ``sources`` into the store ``output`` (resuming: complete videos are skipped) with the
+    ``extract`` settings of ``cfg``; failures go to ``failed_tsv``. The extract stage and detection on
+    new videos (``detect``) both extract through here.
+
+    ``also_done(attrs) -> set of ids`` names more videos to skip (a shard: those of the merged file).
+    """
+    section = extraction.section
+    sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
+                            interval_frames=section["interval"], stride_frames=cfg.extract.stride,
+                            short_side=cfg.extract.short_side, crop=cfg.extract.crop)
+    attrs = store_attrs(cfg, extraction)
+    encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16, normalization=extraction.normalization,
+                          channels_last=cfg.extract.channels_last)
+    # one decoder thread per reader: frame-threaded H.264 decoding after a seek was seen to differ
+    # between runs under load, and features must be identical across runs, ranks and resumes
+    decoder_threads = 1
+    with _open_writer(output, attrs, cfg.extract.dtype, cfg.extract.overwrite) as writer:
+        done = set(writer.completed_video_ids())
+        if also_done is not None:
+            done |= also_done(attrs)
+        todo = [source for source in sources if source.video_id not in done]
+        log.info("extract: %s: %d videos, %d already complete, %d to do -> %s", where, len(sources),
+                 len(sources) - len(todo), len(todo), output)
+        summary = extract_videos(todo, sampling, encoder, writer, clips_per_chunk=cfg.extract.clips_per_chunk,
+                                 batch_size=cfg.extract.batch_size, num_workers=cfg.runtime.num_workers,
+                                 decoder_threads=decoder_threads, show_progress=ctx.is_main)
+    write_failures(failed_tsv, summary.failures)
+    _log_summary(summary, len(sources) - len(todo), len(sources), where)
+    return summary
 
 
 def _done_in_merged_file(features_h5: Path, attrs: dict, dtype: str, overwrite: bool) -> set[str]:
@@ -269,12 +305,6 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
     if ctx.is_main:
         clear(paths.features_dir)
 
-    section = extraction.section
-    sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
-                            interval_frames=section["interval"], stride_frames=cfg.extract.stride,
-                            short_side=cfg.extract.short_side, crop=cfg.extract.crop)
-    attrs = store_attrs(cfg, extraction)
-    dtype = cfg.extract.dtype
     index, count, share = _share(cfg, ctx, sources)
     output = shard_path(paths.features_h5, index, count)
     failed_tsv = shard_path(paths.failed_videos, index, count)
@@ -285,24 +315,11 @@ def run_extract(cfg: Config, paths: RunPaths) -> None:
             paths.features_h5.unlink(missing_ok=True)
         barrier(ctx)  # no rank sees another's stale mark from an earlier run
     where = f"shard {index} of {count}" if count > 1 else "all videos"
-
-    encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16, normalization=extraction.normalization,
-                          channels_last=cfg.extract.channels_last)
-    # one decoder thread per reader: frame-threaded H.264 decoding after a seek was seen to differ
-    # between runs under load, and features must be identical across runs, ranks and resumes
-    decoder_threads = 1
-    with _open_writer(output, attrs, dtype, cfg.extract.overwrite) as writer:
-        done = set(writer.completed_video_ids())
-        if count > 1:
-            done |= _done_in_merged_file(paths.features_h5, attrs, dtype, cfg.extract.overwrite)
-        todo = [source for source in share if source.video_id not in done]
-        log.info("extract: %s: %d videos, %d already complete, %d to do -> %s", where, len(share),
-                 len(share) - len(todo), len(todo), output)
-        summary = extract_videos(todo, sampling, encoder, writer, clips_per_chunk=cfg.extract.clips_per_chunk,
-                                 batch_size=cfg.extract.batch_size, num_workers=cfg.runtime.num_workers,
-                                 decoder_threads=decoder_threads, show_progress=ctx.is_main)
-    write_failures(failed_tsv, summary.failures)
-    _log_summary(summary, len(share) - len(todo), len(share), where)
+    also_done = None
+    if count > 1:  # shards skip what the merged file already holds
+        also_done = partial(_done_in_merged_file, paths.features_h5, dtype=cfg.extract.dtype,
+                            overwrite=cfg.extract.overwrite)
+    summary = extract_into(output, failed_tsv, share, cfg, extraction, ctx, where, also_done)
 
     num_failed, total, failed_list = len(summary.failures), len(share), failed_tsv
     if torchrun:

@@ -37,22 +37,15 @@ import numpy as np
 import pandas as pd
 
 from backbone.build import classifier_from_checkpoint
-from backbone.clips import resolve_normalization
 from configs.schema import Config
 from data.dataset import load_dataset
 from evaluation.submission import load_proposals
 from formats.failures import FailureList
 from formats.features import FeatureStore
-from localize.classifiers import ClipClassifier, FeatureClassifier, HeadProbabilities
-from localize.detections import Detections, ek100_detections, hacs_detections
-from localize.submission import (
-    ek100_entries,
-    ek100_submission,
-    hacs_entries,
-    hacs_submission,
-    write_submission,
-)
+from localize.proposal_classifier import ProposalClassifier, check_classes, classification_mode, clip_settings
+from localize.submission import ek100_submission, hacs_submission, write_submission
 from runstate import stamp
+from runstate.atomic import OutputError
 from runstate.journal import Journal
 from runstate.paths import RunPaths
 from runstate.runtime import PartialFailure, barrier, init_distributed, set_threads
@@ -61,7 +54,6 @@ from runstate.stamp import file_sha256
 
 log = logging.getLogger(__name__)
 
-HEADS = {"hacs": ("label",), "ek100": ("verb", "noun")}  # dataset style -> classifier heads it needs
 # What one video's failure may raise: decode errors (data.video.VideoError), missing or unreadable
 # features (MissingFeatures, FeatureStoreError, h5py's OSError), model errors on odd input (RuntimeError,
 # ValueError). They are recorded in failed.tsv and the stage goes on with the next video.
@@ -94,25 +86,6 @@ def proposals_by_video(table: pd.DataFrame, max_per_video: int, source: str
     return grouped
 
 
-def _check_classes(style: str, checkpoint_classes: dict[str, list[str]],
-                   dataset_classes: dict[str, list[str]], checkpoint: Path) -> None:
-    """The checkpoint's heads must be the dataset style's, over the dataset's classes."""
-    heads = HEADS[style]
-    if tuple(checkpoint_classes) != heads:
-        raise ValueError(f"classify: {checkpoint} has heads {list(checkpoint_classes)}, "
-                         f"a {style}-style dataset needs {list(heads)}")
-    if style == "hacs":
-        unknown = sorted(set(checkpoint_classes["label"]) - set(dataset_classes.get("label", [])))
-        if unknown:
-            raise ValueError(f"classify: class names {unknown[:5]} of {checkpoint} are not in the dataset's "
-                             "class list; the submission's labels would not match the ground truth")
-    else:
-        for head in heads:
-            if len(checkpoint_classes[head]) != len(dataset_classes.get(head, [])):
-                raise ValueError(f"classify: {checkpoint} has {len(checkpoint_classes[head])} {head} "
-                                 f"classes, the dataset {len(dataset_classes.get(head, []))}")
-
-
 def _open_features(features_h5: Path, model, checkpoint_sha256: str) -> FeatureStore:
     if not features_h5.is_file():
         raise FileNotFoundError(f"classify: {features_h5} not found; run the extract stage first "
@@ -129,32 +102,7 @@ def _open_features(features_h5: Path, model, checkpoint_sha256: str) -> FeatureS
     return store
 
 
-def clip_settings(cfg: Config, paths: RunPaths, checkpoint_config: dict) -> dict:
-    """What ``classify.mode: clips`` decodes: the frames extraction saw.
-
-    The clip geometry (``num_frames``, ``interval``, ``fps``), frame size (``short_side``),
-    ``crop`` and frame statistics that ``features.h5`` records; without a feature store, the
-    checkpoint's clip and statistics and the ``extract`` section.
-    """
-    if paths.features_h5.is_file():
-        with FeatureStore(paths.features_h5) as store:
-            attrs = store.attrs
-        source = str(paths.features_h5)
-    else:
-        attrs = {**checkpoint_config["model"], "fps": cfg.extract.fps, "short_side": cfg.extract.short_side,
-                 "crop": cfg.extract.crop}
-        source = "the checkpoint and the extract section (no feature store)"
-    normalization = resolve_normalization({}, "checkpoint", attrs, source)
-    clip = dict(num_frames=int(attrs["num_frames"]), interval=int(attrs["interval"]), fps=float(attrs["fps"]),
-                short_side=int(attrs["short_side"]), crop=str(attrs.get("crop", "none")),
-                normalization=normalization)
-    log.info("classify: clips of %d frames %d apart at %g fps, short side %d, crop %s, %s (from %s)",
-             clip["num_frames"], clip["interval"], clip["fps"], clip["short_side"], clip["crop"],
-             normalization.describe(), source)
-    return clip
-
-
-def _external_data(checkpoint_config: dict) -> tuple[bool, str]:
+def external_data(checkpoint_config: dict) -> tuple[bool, str]:
     pretrained = str(checkpoint_config.get("model", {}).get("pretrained") or "")
     if pretrained:
         return True, f"backbone initialised from pre-trained weights ({Path(pretrained).name})"
@@ -205,10 +153,7 @@ def run_classify(cfg: Config, paths: RunPaths) -> None:
 def _run(cfg: Config, paths: RunPaths, device: str) -> None:
     set_threads(cfg.runtime.num_threads)
     style, settings = cfg.dataset.style, cfg.classify
-    mode = "video" if style == "hacs" else settings.mode
-    if style == "hacs" and settings.mode == "clips":
-        log.warning("classify: classify.mode 'clips' applies to EK-style data; HACS-style videos are "
-                    "classified from their video-level features (paper appendix C.2)")
+    mode = classification_mode(style, settings)
     if not paths.proposals_json.is_file():
         raise FileNotFoundError(f"classify: {paths.proposals_json} not found; run the bmn stage first")
     checkpoint = checkpoint_path(cfg, paths)
@@ -235,36 +180,15 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
     stamp.clear(paths.detections_dir)
     loaded = classifier_from_checkpoint(checkpoint, device)
     model, classes, checkpoint_config = loaded.model, loaded.classes, loaded.config
-    _check_classes(style, classes, annotations.classes, checkpoint)
-    feature_classifier = clip_classifier = store = None
+    check_classes(style, classes, annotations.classes, str(checkpoint))
+    store = clip = None
     if mode == "clips":
-        clip = clip_settings(cfg, paths, checkpoint_config)
-        clip_classifier = ClipClassifier(model, device, settings.num_clips, clip["num_frames"], clip["interval"],
-                                         clip["fps"], clip["short_side"], clip["crop"], cfg.extract.batch_size,
-                                         normalization=clip["normalization"])
+        clip = clip_settings(paths.features_h5, checkpoint_config["model"], cfg.extract.fps,
+                             cfg.extract.short_side, cfg.extract.crop)
     else:
         store = _open_features(paths.features_h5, model, checkpoint_sha256)
-        feature_classifier = FeatureClassifier(store, HeadProbabilities(model, device))
-
-    def detect(video_id: str) -> Detections:
-        segments, scores = proposals[video_id]
-        if mode == "video":
-            probabilities = feature_classifier.video_probabilities(video_id)["label"]
-            return hacs_detections(segments, scores, probabilities, settings.top_k_classes,
-                                   settings.max_detections_per_video)
-        if len(segments) == 0:
-            probabilities = {head: np.zeros((0, len(classes[head]))) for head in classes}
-        elif mode == "clips":
-            if not video_paths.get(video_id):
-                raise FileNotFoundError("video file not found (no path for it in the dataset)")
-            probabilities = clip_classifier.proposal_probabilities(video_paths[video_id], segments)
-        else:
-            probabilities = feature_classifier.proposal_probabilities(video_id, segments)
-        return ek100_detections(segments, scores, probabilities["verb"], probabilities["noun"],
-                                settings.top_verbs, settings.top_nouns, settings.max_detections_per_video)
-
-    def entries(detections: Detections) -> list[dict]:
-        return hacs_entries(detections, classes["label"]) if style == "hacs" else ek100_entries(detections)
+    classifier = ProposalClassifier(style, mode, settings, model, classes, device, store, clip,
+                                    cfg.extract.batch_size)
 
     failures = FailureList(paths.failed_detections)
     with Journal(paths.detections_journal, journal_fingerprint) as journal:
@@ -275,8 +199,12 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
         progress = progress_bar(todo, desc="classify", unit="video")
         for video_id in progress:
             try:
-                journal.add(video_id, entries(detect(video_id)))
+                segments, scores = proposals[video_id]
+                detections = classifier.detections(video_id, segments, scores, video_paths.get(video_id, ""))
+                journal.add(video_id, classifier.entries(detections))
             except PER_VIDEO_ERRORS as error:
+                if isinstance(error, OutputError):  # a full disk is not the video's fault: stop
+                    raise
                 where = video_paths.get(video_id, "") if mode == "clips" else str(paths.features_h5)
                 reason = f"{type(error).__name__}: {error}"
                 log.warning("classify: video %s failed: %s", video_id, reason)
@@ -287,7 +215,7 @@ def _run(cfg: Config, paths: RunPaths, device: str) -> None:
         store.close()
 
     if style == "hacs":
-        submission = hacs_submission(results, *_external_data(checkpoint_config))
+        submission = hacs_submission(results, *external_data(checkpoint_config))
     else:
         submission = ek100_submission(results, settings.sls_pt, settings.sls_tl, settings.sls_td)
     write_submission(submission, paths.submission_json, style, classes)

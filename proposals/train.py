@@ -103,6 +103,11 @@ def read_bmn_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_bmn(path: str | Path, device: str | torch.device = "cpu") -> tuple[BMN, dict[str, Any]]:
     """``(model in eval mode on device, checkpoint dict)``: the network rebuilt from ``model_args``."""
     checkpoint = read_bmn_checkpoint(path)
+    return bmn_from_checkpoint(checkpoint, device), checkpoint
+
+
+def bmn_from_checkpoint(checkpoint: dict[str, Any], device: str | torch.device = "cpu") -> BMN:
+    """The network of a BMN checkpoint dict (read from a file or a model bundle), in eval mode."""
     model = BMN(**checkpoint["model_args"])
     model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
+    return model.to(device).eval()

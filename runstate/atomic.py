@@ -33,6 +33,13 @@ from typing import Any
 TMP_SUFFIX = ".tmp"
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); ``mkstemp`` makes 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class OutputError(OSError):
     """A file could not be written; ``str()`` is one line naming the file and the cause."""
 
@@ -87,7 +94,10 @@ class AtomicFile:
             fd, name = tempfile.mkstemp(prefix=".", suffix=f".{self.path.name}{TMP_SUFFIX}", dir=self.path.parent)
         except OSError as error:
             raise OutputError(self.path, error) from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, _file_mode())
+        finally:
+            os.close(fd)
         self.tmp_path = Path(name)
         self.done = False
 

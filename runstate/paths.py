@@ -39,7 +39,8 @@ class RunPaths:
     def stage_dir(self, stage: str) -> Path:
         """The folder a stage writes into (and its completion stamp `.done.json`)."""
         return {"finetune": self.backbone_dir, "extract": self.features_dir, "bmn": self.proposals_dir,
-                "classify": self.detections_dir, "eval": self.eval_dir}[stage]
+                "classify": self.detections_dir, "eval": self.eval_dir, "export": self.export_dir,
+                "detect": self.detect_dir}[stage]
 
     # finetune
     @property
@@ -128,6 +129,60 @@ class RunPaths:
     def report_md(self) -> Path:
         return self.eval_dir / "report.md"
 
+    # export
+    @property
+    def export_dir(self) -> Path:
+        return self.work_dir / "export"
+
+    @property
+    def export_model(self) -> Path:
+        """The run in one file (`formats.bundle`)."""
+        return self.export_dir / "model.pt"
+
+    # detect
+    @property
+    def detect_dir(self) -> Path:
+        """Where `--stage detect` writes unless `detect.output` says otherwise (`DetectPaths`)."""
+        return self.work_dir / "detect"
+
     @classmethod
     def from_config(cls, cfg) -> RunPaths:
         return cls(Path(cfg.runtime.work_dir))
+
+
+@dataclass(frozen=True)
+class DetectPaths:
+    """The files of one detection output folder (`detect.output`, default `<work_dir>/detect`)."""
+
+    folder: Path
+
+    @property
+    def config_yaml(self) -> Path:
+        """The settings detection ran with (the trained run's, with this command's detect section)."""
+        return self.folder / "config.yaml"
+
+    @property
+    def features_h5(self) -> Path:
+        return self.folder / "features.h5"
+
+    @property
+    def journal(self) -> Path:
+        """One line per finished video (resume)."""
+        return self.folder / "partial.jsonl"
+
+    @property
+    def failed(self) -> Path:
+        return self.folder / "failed.tsv"
+
+    @property
+    def detections_json(self) -> Path:
+        """The detections in the run's submission format (the file to upload for a test split)."""
+        return self.folder / "detections.json"
+
+    @property
+    def detections_csv(self) -> Path:
+        return self.folder / "detections.csv"
+
+    @property
+    def viewer_html(self) -> Path:
+        return self.folder / "viewer.html"

@@ -19,3 +19,26 @@ def ek100_dir() -> Path:
 def synthetic_cache(tmp_path_factory) -> Path:
     """One cache folder for the generated synthetic sets of the whole test session."""
     return tmp_path_factory.mktemp("cache")
+
+
+TINY_RUN_OVERRIDES = ("finetune.epochs=2", "bmn.epochs=2", "runtime.num_workers=0")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(tmp_path_factory, synthetic_cache) -> Path:
+    """A whole run of the tiny synthetic config (``--stage all``, in a subprocess) that nobody disturbs:
+    what disturbed runs must end up equal to, and the trained run detection tests start from."""
+    import os
+    import subprocess
+    import sys
+
+    from testkit import REPO_ROOT
+
+    work_dir = tmp_path_factory.mktemp("trained") / "work"
+    command = [sys.executable, str(REPO_ROOT / "pipeline.py"), "--config",
+               str(REPO_ROOT / "configs/synthetic-tiny.yaml"), "--stage", "all", f"runtime.work_dir={work_dir}",
+               f"runtime.cache_dir={synthetic_cache}", *TINY_RUN_OVERRIDES]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work_dir

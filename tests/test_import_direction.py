@@ -1,6 +1,6 @@
 """The one direction of imports (docs/ARCHITECTURE.md), read from the source of every package.
 
-    pipeline.py -> stage packages -> formats/ and runstate/ -> data/ and configs/
+    pipeline.py -> detect/ -> stage packages -> formats/ and runstate/ -> data/ and configs/
 
 Stage packages never import each other, except the model and metric libraries listed in
 ``SHARED_LIBRARIES`` (the network definitions and their loader, the tIoU and AR@AN metrics);
@@ -21,6 +21,8 @@ ALLOWED = {
     "runstate": {"runstate", "configs", "data"},
     "formats": {"formats", "runstate", "configs", "data"},
     **{stage: {stage, "formats", "runstate", "configs", "data"} for stage in STAGE_PACKAGES},
+    # detection on new videos composes the stages' code (extract, BMN inference, classification)
+    "detect": {"detect", *STAGE_PACKAGES, "formats", "runstate", "configs", "data"},
 }
 # modules of stage packages that other stage packages may use: libraries, not stages or contracts
 SHARED_LIBRARIES = {

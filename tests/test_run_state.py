@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 STAGES = ("finetune", "extract", "bmn", "classify", "eval")
 STAGE_DIRS = {"finetune": "backbone", "extract": "features", "bmn": "proposals", "classify": "detections",
               "eval": "eval"}
-OVERRIDES = ("finetune.epochs=2", "bmn.epochs=2", "runtime.num_workers=0")
+OVERRIDES = ("finetune.epochs=2", "bmn.epochs=2", "runtime.num_workers=0")  # = conftest.TINY_RUN_OVERRIDES
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -54,14 +54,6 @@ def history(path: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, synthetic_cache) -> Path:
-    """A whole run nobody disturbed: what the disturbed runs must end up equal to."""
-    work_dir = tmp_path_factory.mktemp("uninterrupted") / "work"
-    run_ok(work_dir, synthetic_cache, "all")
-    return work_dir
-
-
 def holder_pid(lock_file: Path) -> int | None:
     try:
         return json.loads(lock_file.read_text())["pid"]
@@ -70,7 +62,7 @@ def holder_pid(lock_file: Path) -> int | None:
 
 
 def test_a_second_run_of_a_running_stage_is_refused_and_the_first_is_unharmed(tmp_path, synthetic_cache,
-                                                                                uninterrupted):
+                                                                                trained_tiny_run):
     work_dir = tmp_path / "work"
     for stage in STAGES:
         lock_file = work_dir / "locks" / f"{stage}.lock"
@@ -93,7 +85,7 @@ def test_a_second_run_of_a_running_stage_is_refused_and_the_first_is_unharmed(tm
     assert history(work_dir / "backbone" / "metrics.jsonl") == [1, 2]
     assert history(work_dir / "proposals" / "metrics.jsonl") == [1, 2]
     assert (json.loads((work_dir / "eval" / "metrics.json").read_text())
-            == json.loads((uninterrupted / "eval" / "metrics.json").read_text()))
+            == json.loads((trained_tiny_run / "eval" / "metrics.json").read_text()))
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, synthetic_cache):
@@ -116,7 +108,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_damaged_outputs_are_detected_and_redone(tmp_path, synthetic_cache, uninterrupted):
+def test_damaged_outputs_are_detected_and_redone(tmp_path, synthetic_cache, trained_tiny_run):
     work_dir = tmp_path / "work"
     run_ok(work_dir, synthetic_cache, "all")
     proposals_before = (work_dir / "proposals" / "proposals.json").read_text()
@@ -135,7 +127,7 @@ def test_damaged_outputs_are_detected_and_redone(tmp_path, synthetic_cache, unin
     assert f"output {checkpoint} is damaged" in result.stderr
     assert history(work_dir / "backbone" / "metrics.jsonl") == [1, 2]
     redone, reference = (torch.load(path, weights_only=True)["model"]
-                         for path in (checkpoint, uninterrupted / "backbone" / "checkpoint.pt"))
+                         for path in (checkpoint, trained_tiny_run / "backbone" / "checkpoint.pt"))
     assert all(torch.equal(redone[key], reference[key]) for key in reference)
 
     # a truncated feature store: moved aside, every video extracted again (the checkpoint redone above has
@@ -144,13 +136,13 @@ def test_damaged_outputs_are_detected_and_redone(tmp_path, synthetic_cache, unin
     truncate(features)
     result = run_ok(work_dir, synthetic_cache, "extract")
     assert f"output {features} is damaged" in result.stderr and "moved aside" in result.stderr
-    with h5py.File(features, "r") as h5file, h5py.File(uninterrupted / "features/features.h5", "r") as reference:
+    with h5py.File(features, "r") as h5file, h5py.File(trained_tiny_run / "features/features.h5", "r") as reference:
         assert sorted(h5file["videos"]) == sorted(reference["videos"])
         for video_id in reference["videos"]:
             assert (h5file[f"videos/{video_id}/features"][()] == reference[f"videos/{video_id}/features"][()]).all()
 
 
-def test_overwrite_starts_afresh_whatever_the_state_of_the_store(tmp_path, synthetic_cache, uninterrupted):
+def test_overwrite_starts_afresh_whatever_the_state_of_the_store(tmp_path, synthetic_cache, trained_tiny_run):
     work_dir = tmp_path / "work"
     run_ok(work_dir, synthetic_cache, "finetune")
     features = work_dir / "features" / "features.h5"
@@ -162,7 +154,7 @@ def test_overwrite_starts_afresh_whatever_the_state_of_the_store(tmp_path, synth
     (features.parent / f".{uuid.uuid4().hex}.features.h5.tmp").write_bytes(b"stale temporary")
     run_ok(work_dir, synthetic_cache, "extract", "extract.overwrite=true")
     assert not parts.exists() and not list(features.parent.glob(".*.tmp"))
-    with h5py.File(features, "r") as h5file, h5py.File(uninterrupted / "features/features.h5", "r") as reference:
+    with h5py.File(features, "r") as h5file, h5py.File(trained_tiny_run / "features/features.h5", "r") as reference:
         assert sorted(h5file["videos"]) == sorted(reference["videos"])
 
 
@@ -191,7 +183,7 @@ def unmount(folder: Path) -> None:
 
 
 def test_a_full_disk_gives_one_line_and_a_rerun_after_freeing_space_completes(tmp_path, synthetic_cache,
-                                                                               uninterrupted):
+                                                                               trained_tiny_run):
     mount_point = tmp_path / "small"
     mount_tmpfs(mount_point, "900k")
     try:
@@ -208,7 +200,7 @@ def test_a_full_disk_gives_one_line_and_a_rerun_after_freeing_space_completes(tm
         for stage in finished:
             assert f"{stage}: " in result.stderr and "nothing to do" in result.stderr
         assert (json.loads((work_dir / "eval" / "metrics.json").read_text())
-                == json.loads((uninterrupted / "eval" / "metrics.json").read_text()))
+                == json.loads((trained_tiny_run / "eval" / "metrics.json").read_text()))
     finally:
         unmount(mount_point)
 

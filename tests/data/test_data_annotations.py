@@ -220,3 +220,24 @@ def test_concat_rejects_duplicates_and_class_mismatch(tmp_path):
                                "annotations": [{"label": "B", "segment": [1, 2]}]}}, "c.json")
     with pytest.raises(ValueError, match="class lists"):
         concat_annotations([load_hacs_json(a), load_hacs_json(c)])
+
+
+def test_ek100_labelless_test_timestamps_list_videos_without_ground_truth(tmp_path, ek100_dir):
+    """EPIC_100_test_timestamps.csv has no verb/noun columns: a split used only for detection."""
+    path = tmp_path / "EPIC_100_test_timestamps.csv"
+    path.write_text("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+                    "start_frame,stop_frame\n"
+                    "P01_101_0,P01,P01_101,00:00:01.00,00:00:01.50,00:00:03.00,90,180\n"
+                    "P01_101_1,P01,P01_101,00:00:04.00,00:00:04.50,00:00:09.25,270,555\n"
+                    "P02_102_0,P02,P02_102,00:00:01.00,00:00:02.00,00:00:05.00,120,300\n")
+    annotations = load_ek100_csv(path, ek100_dir / "EPIC_100_verb_classes.csv",
+                                 ek100_dir / "EPIC_100_noun_classes.csv", subset="testing")
+    assert annotations.segments.empty
+    assert annotations.videos["video_id"].tolist() == ["P01_101", "P02_102"]
+    assert annotations.videos["duration"].tolist() == [9.25, 5.0]  # no video_info: the last stop time
+    assert (annotations.videos["subset"] == "testing").all()
+    assert len(annotations.classes["verb"]) == 97 and len(annotations.classes["noun"]) == 300
+    # one label column alone is a damaged labelled file, not a labelless one
+    path.write_text("video_id,start_timestamp,stop_timestamp,verb_class\nP01_101,00:00:01.00,00:00:02.00,3\n")
+    with pytest.raises(AnnotationError, match="'noun_class'"):
+        load_ek100_csv(path)

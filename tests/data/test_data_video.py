@@ -1,13 +1,19 @@
 import io
 import os
+import subprocess
+import sys
+import tempfile
+from fractions import Fraction
 
 import av
+import decord
 import numpy as np
 import pytest
-from testkit import decode_index, index_frames
+from testkit import REPO_ROOT, decode_index, index_frames
 
+from data import video as video_module
 from data.mp4 import write_mp4
-from data.video import VideoError, VideoReader
+from data.video import ByteRange, VideoError, VideoReader, decode_size, probe
 
 
 def nearest_frame(times, native_fps, num_frames):
@@ -73,17 +79,93 @@ def test_resize_short_side_at_decode(videos):
 
 
 def test_decord_small_width_workaround(videos):
-    # 96x64 -> short side 32 -> 48 px wide, a width decord 0.6 cannot copy; decoded 2 px wider
+    # 96x64 -> short side 32 -> 48 px wide, a width decord 0.6 cannot copy; decoded 2 px wider, known
+    # in advance: one open
     reader = VideoReader(videos["30"], short_side=32)
     frames = reader.frames([4, 9])
-    assert frames.shape == (2, 32, 50, 3)
+    assert frames.shape == (2, 32, 50, 3) and reader.num_opens == 1
     assert decode_index(frames).tolist() == [4, 9]
 
 
-def test_file_like_source(videos):
+def test_decode_size_by_hand():
+    assert decode_size(64, 96, None) == (64, 96)
+    assert decode_size(64, 96, 64) == (64, 96)  # already the short side
+    assert decode_size(64, 96, 40) == (40, 60)
+    assert decode_size(90, 160, 45) == (45, 80)
+    assert decode_size(1080, 1920, 224) == (224, 398)  # 398.2 rounds down
+    assert decode_size(64, 96, 32) == (32, 50)  # 48 px: a width decord cannot copy
+    assert decode_size(96, 64, 72) == (108, 74)  # 72 -> 74 (portrait: the width is the short side)
+    assert decode_size(48, 48, None) == (48, 50)
+
+
+def test_one_decoder_open_per_video(videos, decord_opens):
+    for short_side in (None, 40, 64):
+        reader = VideoReader(videos["25"], short_side=short_side)
+        assert reader.num_opens == 1
+    assert len(decord_opens) == 3
+
+
+@pytest.fixture
+def spill_dir(tmp_path, monkeypatch):
+    """The folder temporary copies go to during the test (``tempfile.gettempdir()``)."""
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def decord_opens(monkeypatch):
+    """The URIs decord.VideoReader is constructed with during the test."""
+    opens = []
+    real_reader = decord.VideoReader
+
+    def counting_reader(uri, *args, **kwargs):
+        opens.append(uri)
+        return real_reader(uri, *args, **kwargs)
+
+    monkeypatch.setattr(decord, "VideoReader", counting_reader)
+    return opens
+
+
+def test_file_like_source_is_spilled_to_a_file_deleted_at_once(videos, spill_dir, decord_opens):
     with open(videos["30"], "rb") as handle:
-        reader = VideoReader(io.BytesIO(handle.read()), name="member.mp4")
-    assert decode_index(reader.frames([7, 8]))[1] == 8
+        reader = VideoReader(io.BytesIO(handle.read()), short_side=40, name="member.mp4")
+    assert list(spill_dir.iterdir()) == [] and len(decord_opens) == 1
+    assert decord_opens[0].startswith(str(spill_dir))  # decord read a file, not the bytes
+    assert decode_index(reader.frames([7, 8, 89])).tolist() == [7, 8, 89]
+
+
+def test_a_failing_stream_is_a_video_error_and_leaves_no_file(spill_dir):
+    class CutStream(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    with pytest.raises(VideoError, match="^a.tar.gz:x.mp4: cannot copy the stream .*EOFError: Compressed"):
+        VideoReader(CutStream(), name="a.tar.gz:x.mp4")
+    with pytest.raises(VideoError, match="empty file"):
+        VideoReader(io.BytesIO(b""), name="empty.mp4")
+    assert list(spill_dir.iterdir()) == []
+
+
+def test_byte_range_is_read_in_place(tmp_path, videos, decord_opens):
+    data = videos["30"].read_bytes()
+    # A folder name with a comma and a colon: the subfile URL must not take them for syntax.
+    folder = tmp_path / "odd,name:here"
+    folder.mkdir()
+    container = folder / "pack.bin"
+    container.write_bytes(b"head" * 1000 + data + b"tail" * 10)
+    reader = VideoReader(ByteRange(str(container), 4000, len(data)), short_side=40, name="pack.bin:v.mp4")
+    plain = VideoReader(videos["30"], short_side=40)
+    assert (reader.num_frames, reader.native_fps, reader.duration) == (plain.num_frames, plain.native_fps,
+                                                                       plain.duration)
+    np.testing.assert_array_equal(reader.frames(np.arange(90)), plain.frames(np.arange(90)))
+    assert len(decord_opens) == 2 and decord_opens[0].startswith("subfile,")  # one each
+    with pytest.raises(VideoError, match=r"pack.bin:v.mp4: bytes 4000\.\.\d+ lie outside"):
+        VideoReader(ByteRange(str(container), 4000, len(data) + 100), name="pack.bin:v.mp4")
 
 
 def test_one_frame_and_odd_size_videos(tmp_path):
@@ -125,3 +207,84 @@ def test_broken_files_raise_video_error(tmp_path, videos):
 def test_out_of_range_index_is_video_error(videos):
     with pytest.raises(VideoError, match="out of range"):
         VideoReader(videos["30"]).frames([90])
+
+
+def write_container(path, container, codec, frames, fps, options=None):
+    """Encode RGB frames with PyAV into any container (``format`` name) and codec."""
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream(codec, rate=Fraction(fps))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = options or {}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("name, container, codec, options", [
+    ("cam.mts", "mpegts", "libx264", {}),  # AVCHD-like: H.264 with B-frames in MPEG-TS
+    ("dvb.m2ts", "mpegts", "mpeg2video", {"bf": "2"}),
+    ("disc.vob", "vob", "mpeg2video", {"bf": "2", "g": "12"}),
+    ("clip.mkv", "matroska", "libx264", {}),
+    ("clip.webm", "webm", "libvpx-vp9", {}),
+    ("clip.avi", "avi", "mpeg4", {}),
+    ("clip.mov", "mov", "libx264", {}),
+])
+def test_containers_decode_to_the_right_frames(tmp_path, spill_dir, name, container, codec, options):
+    # decord alone starts an MPEG-TS at its second keyframe (calling it frame 0) and lands on wrong
+    # frames near the end of an MPEG-PS; those are remuxed to MP4 first, which this checks.
+    path = write_container(tmp_path / name, container, codec, index_frames(150), 25, options)
+    header = probe(str(path))
+    assert (header.height, header.width) == (64, 96)
+    reader = VideoReader(path, short_side=40)
+    assert (reader.num_frames, reader.native_fps, reader.height, reader.width) == (150, 25.0, 40, 60)
+    assert reader.duration == pytest.approx(6.0, abs=0.05)
+    assert decode_index(reader.frames(np.arange(150))).tolist() == list(range(150))
+    random_access = VideoReader(path, short_side=40)
+    assert decode_index(random_access.frames([149, 3, 75, 148])).tolist() == [149, 3, 75, 148]
+    assert decode_index(random_access.frames_at([5.96, 0.0, 3.0])).tolist() == [149, 0, 75]
+    assert list(spill_dir.iterdir()) == []  # the remuxed copy is gone
+
+
+def test_short_strips_decord_prefixes():
+    nested = ("[15:37:28] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: [15:37:28] "
+              "/github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: x >= 0\nStack trace:")
+    assert video_module._short(RuntimeError(nested)) == "Check failed: x >= 0"
+
+
+# The child decodes broken files and prints each VideoError; nothing else may reach its stderr.
+_QUIET_CHILD = """
+import sys
+import numpy as np
+from data.video import VideoError, VideoReader
+for path in sys.argv[1:]:
+    try:
+        reader = VideoReader(path, short_side=40)
+        reader.frames(np.arange(reader.num_frames))
+        print("decoded", path)
+    except VideoError as error:
+        print(error)
+"""
+
+
+def test_decoder_messages_are_silenced(tmp_path, videos):
+    data = videos["30"].read_bytes()
+    broken = {
+        "truncated.mp4": data[: len(data) // 2],  # "moov atom not found" from ffmpeg, "ERROR opening" from decord
+        "text.mp4": b"hello\n",
+        "zeroed.mp4": data[:1500] + bytes(len(data) - 3000) + data[-1500:],  # h264 errors while decoding
+    }
+    paths = []
+    for name, content in broken.items():
+        (tmp_path / name).write_bytes(content)
+        paths.append(str(tmp_path / name))
+    result = subprocess.run([sys.executable, "-c", _QUIET_CHILD, *paths], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(paths)  # exactly one line per bad video
+    assert all(line.startswith(path + ": ") for line, path in zip(lines, paths)), lines

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 
 from data.video import VideoReader
 from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure
-from features.sources import VideoSource
+from features.extract import run_extract
+from features.sources import VideoSource, list_sources
 from features.windows import clip_grid
+from formats.features import FeatureStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLING = ClipSampling(fps=30.0, num_frames=4, interval_frames=4, stride_frames=8, short_side=32)
 
 
 @pytest.mark.parametrize("sampling, clips_per_chunk, batch_size", [
@@ -68,3 +81,110 @@ def test_an_unexpected_error_becomes_the_video_failure(tiny_videos, monkeypatch)
     items = list(ClipBatchDataset(sources, sampling, clips_per_chunk=8, batch_size=8))
     assert items == [VideoFailure(0, "a", tiny_videos["path"][0], "MemoryError: cannot allocate frames"),
                      VideoFailure(1, "b", "", "video file not found (no path for it in the dataset)")]
+
+
+# ------------------------------------------------------------------ inputs as users give them
+
+
+def remux_to_mpegts(src, dst):
+    """The same H.264 packets in an MPEG-TS container (what an AVCHD camera's .MTS holds)."""
+    with av.open(str(src)) as source, av.open(str(dst), "w", format="mpegts") as target:
+        copy = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = copy
+                target.mux(packet)
+    return dst
+
+
+def dataset_items(sources, sampling=SAMPLING):
+    return list(ClipBatchDataset(sources, sampling, clips_per_chunk=6, batch_size=4))
+
+
+def assert_same_batches(got, expected):
+    assert [(item.video_id, item.clip_start, item.is_last) for item in got] == \
+        [(item.video_id, item.clip_start, item.is_last) for item in expected]
+    for item, reference in zip(got, expected):
+        np.testing.assert_array_equal(item.clips.numpy(), reference.clips.numpy(), err_msg=item.video_id)
+        np.testing.assert_array_equal(item.times_sec, reference.times_sec)
+        assert (item.num_clips, item.duration_sec, item.native_fps) == \
+            (reference.num_clips, reference.duration_sec, reference.native_fps)
+
+
+def test_tar_gz_members_and_mts_files_decode_like_the_plain_files(tiny_videos, tmp_path):
+    paths = [Path(path) for path in tiny_videos["path"][:2]]
+    expected = dataset_items([VideoSource(path.stem, str(path)) for path in paths])
+    for suffix in (".tar.gz", ".tgz"):
+        archive = tmp_path / f"videos{suffix}"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in paths:
+                tar.add(path, arcname=f"clips/{path.name}")
+        sources = list_sources(str(archive))
+        assert [source.member_offset for source in sources] == [-1, -1]  # streamed, not read in place
+        assert_same_batches(dataset_items(sources), expected)
+    # An MP4 named .mts, and a real MPEG-TS holding the same packets: the same frames.
+    named = tmp_path / "named" / f"{paths[0].stem}.mts"
+    named.parent.mkdir()
+    shutil.copy(paths[0], named)
+    transport = remux_to_mpegts(paths[0], tmp_path / f"{paths[0].stem}.MTS")
+    expected_first = [item for item in expected if item.video_id == paths[0].stem]
+    for single in (named, transport):
+        sources = list_sources(str(single))
+        assert [(source.video_id, source.path) for source in sources] == [(paths[0].stem, str(single))]
+        assert_same_batches(dataset_items(sources), expected_first)
+
+
+def test_run_extract_reads_a_tar_gz_and_a_single_mts(tmp_path, make_run, tiny_videos):
+    def read(path):
+        with FeatureStore(path) as store:
+            return {video_id: store.get(video_id) for video_id in store.video_ids}
+
+    paths = [Path(path) for path in tiny_videos["path"][:2]]
+    cfg, plain = make_run(tmp_path / "plain", f"extract.videos={tmp_path / 'list.txt'}")
+    (tmp_path / "list.txt").write_text("".join(f"{path}\n" for path in paths))
+    run_extract(cfg, plain)
+    expected = read(plain.features_h5)
+    archive = tmp_path / "videos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in paths:
+            tar.add(path, arcname=path.name)
+    transport = remux_to_mpegts(paths[0], tmp_path / f"{paths[0].stem}.mts")
+    for name, videos, ids in (("targz", archive, [p.stem for p in paths]), ("mts", transport, [paths[0].stem])):
+        cfg, run = make_run(tmp_path / name, f"extract.videos={videos}", "runtime.num_workers=1")
+        run_extract(cfg, run)
+        got = read(run.features_h5)
+        assert sorted(got) == sorted(ids)
+        for video_id in ids:
+            np.testing.assert_array_equal(got[video_id][1], expected[video_id][1])
+            np.testing.assert_allclose(got[video_id][0], expected[video_id][0], rtol=0, atol=1e-5)
+
+
+# A bad video and a good one through a DataLoader worker: one VideoFailure, and nothing on stderr.
+_QUIET_CHILD = """
+import sys
+from torch.utils.data import DataLoader
+from features.decode import ClipBatchDataset, ClipSampling, VideoFailure, keep_item
+from features.sources import list_sources
+sampling = ClipSampling(fps=30.0, num_frames=2, interval_frames=2, stride_frames=8, short_side=32)
+dataset = ClipBatchDataset(list_sources(sys.argv[1]), sampling, clips_per_chunk=8, batch_size=8)
+for item in DataLoader(dataset, batch_size=None, num_workers=1, collate_fn=keep_item):
+    if isinstance(item, VideoFailure):
+        print("failed", item.video_id, item.reason)
+    elif item.is_last:
+        print("done", item.video_id)
+"""
+
+
+def test_a_bad_video_costs_one_line_and_no_decoder_noise(tiny_videos, tmp_path):
+    good = Path(tiny_videos["path"][0])
+    data = good.read_bytes()
+    (tmp_path / "zeroed.mp4").write_bytes(data[:2000] + bytes(len(data) - 4000) + data[-2000:])
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    listed = tmp_path / "videos.txt"
+    listed.write_text(f"{tmp_path / 'zeroed.mp4'}\n{tmp_path / 'cut.mp4'}\n{good}\n")
+    result = subprocess.run([sys.executable, "-c", _QUIET_CHILD, str(listed)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["failed", "zeroed"], ["failed", "cut"], ["done", good.stem]]

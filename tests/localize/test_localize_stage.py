@@ -15,6 +15,7 @@ import pytest
 import torch
 from testkit import index_frames
 
+import localize.proposal_classifier
 import localize.stage
 from backbone.build import build_model
 from backbone.clips import clips_to_tensor
@@ -189,7 +190,7 @@ def test_ek100_features_mode_exact_detections_and_up_to_date_rerun(tmp_path, mon
 
     # unchanged inputs: nothing is recomputed
     calls = []
-    monkeypatch.setattr(localize.stage, "ek100_detections", lambda *args: calls.append(args))
+    monkeypatch.setattr(localize.proposal_classifier, "ek100_detections", lambda *args: calls.append(args))
     run_classify(cfg, paths)
     assert calls == []
     # other supervision levels: the file is rewritten from the journal, the detections are not recomputed
@@ -226,7 +227,7 @@ def test_interrupted_run_resumes_from_the_journal(tmp_path, monkeypatch):
     stored = write_features(cfg, {"v1": 8, "v2": 12, "v3": 6})
     write_proposals(cfg, ["v1", "v2", "v3"])
     paths = RunPaths.from_config(cfg)
-    real = localize.stage.ek100_detections
+    real = localize.proposal_classifier.ek100_detections
     calls = []
 
     def interrupted(*args):
@@ -235,7 +236,7 @@ def test_interrupted_run_resumes_from_the_journal(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(localize.stage, "ek100_detections", interrupted)
+    monkeypatch.setattr(localize.proposal_classifier, "ek100_detections", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_classify(cfg, paths)
     assert not paths.submission_json.exists()
@@ -246,7 +247,7 @@ def test_interrupted_run_resumes_from_the_journal(tmp_path, monkeypatch):
         return real(*args)
 
     calls.clear()
-    monkeypatch.setattr(localize.stage, "ek100_detections", counted)
+    monkeypatch.setattr(localize.proposal_classifier, "ek100_detections", counted)
     run_classify(cfg, paths)
     assert len(calls) == 2  # v2 and v3 only
     assert_ek100_submission(paths.submission_json,
