@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -147,21 +146,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def json_bytes(value: Any, indent: bool = False) -> bytes:
-    """JSON of plain values (dicts, lists, str, numbers incl. numpy scalars); NaN is refused."""
-    import orjson
+    """JSON of plain values (dicts, lists, str, numbers, numpy scalars and arrays); NaN and inf become null."""
+    import msgspec
 
-    option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
-    try:
-        return orjson.dumps(value, option=option)
-    except TypeError:  # a type orjson does not know (e.g. a numpy array of objects): the standard encoder
-        return json.dumps(value, indent=1 if indent else None, allow_nan=False, default=_plain).encode()
+    data = msgspec.json.encode(value, enc_hook=_plain)
+    return msgspec.json.format(data, indent=2) if indent else data
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
