@@ -43,9 +43,9 @@ from features.sources import VideoSource, list_sources, sources_from_table
 from formats.detections import write_detections_csv
 from formats.failures import FailureList
 from formats.features import FeatureStore
+from formats.submission import ek100_submission, hacs_submission, write_submission
 from localize.proposal_classifier import ProposalClassifier, classification_mode, clip_settings
 from localize.stage import PER_VIDEO_ERRORS, external_data
-from localize.submission import ek100_submission, hacs_submission, write_submission
 from localize.viewer import write_viewer
 from proposals.dataset import BMNInputs, read_videos
 from proposals.infer import PostprocessSettings, predict_proposals

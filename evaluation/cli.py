@@ -5,7 +5,8 @@
         [--verb-classes CSV] [--noun-classes CSV] [--tiou-thresholds T ...]
 
 Prints the table in percent and writes metrics.json in fractions (by default beside the
-predictions file). An invalid input file ends with one line on stderr and exit status 2.
+predictions file). An invalid input file ends with one line on stderr and exit status 2. Only
+``--report`` imports the plotting code (matplotlib), which costs more than a whole evaluation.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import sys
 from pathlib import Path
 
 from data.annotations import AnnotationError, Annotations, load_ek100_csv, load_hacs_json
-from evaluation.evaluate import STYLES, evaluate_detections, evaluate_proposal_file, write_metrics
-from evaluation.report import detection_table, proposal_table, write_report
-from evaluation.submission import EK100_NUM_NOUNS, EK100_NUM_VERBS
+from evaluation.evaluate import (
+    STYLES,
+    detection_table,
+    evaluate_detections,
+    evaluate_proposal_file,
+    proposal_table,
+    write_metrics,
+)
+from formats.submission import EK100_NUM_NOUNS, EK100_NUM_VERBS
 
 EK100_VERB_CLASSES = "EPIC_100_verb_classes.csv"
 EK100_NOUN_CLASSES = "EPIC_100_noun_classes.csv"
@@ -92,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     write_metrics(output, metrics)
     print(f"metrics written to {output}")
     if args.report is not None:
+        from evaluation.report import write_report  # here: matplotlib loads only for a report
+
         title = f"Evaluation of {args.predictions.name}"
-        report = write_report(args.report, detection, proposals, title=title)
+        durations = dict(zip(annotations.videos["video_id"], annotations.videos["duration"]))
+        report = write_report(args.report, detection, proposals, title=title, video_durations=durations)
         print(f"report written to {report}")
     return 0

@@ -16,7 +16,9 @@ same code with other thresholds and labels), for each class and each tIoU thresh
    Segments with equal tIoU are tried in *reverse* ground-truth order (the later row first), which
    is what the official ``argsort()[::-1]`` gives whenever numpy's sort keeps ties in order.
 4. AP is all-point interpolated precision (precision made non-increasing from the right, summed
-   over the recall steps) with the class's ground-truth count as the number of positives.
+   over the recall steps) with the class's ground-truth count as the number of positives. The sum
+   is formed and taken as the official ``interpolated_prec_rec`` does (``np.sum`` over the ranks
+   where recall changes), so that, given the same matches, the AP is the official one bit for bit.
 5. mAP at a threshold is the mean AP over the classes that have ground truth; a class with ground
    truth but no prediction scores 0 and counts. Average mAP is the mean of mAP over thresholds.
 
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from evaluation.tiou import overlapping_pairs, paired_tiou
+from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou, stable_argsort
 
 # The official np.linspace values, bit for bit. They are not all the decimals they print as:
 # HACS's "0.9" is 0.8999999999999999 (a tIoU of exactly 0.9 matches it) and EK100's "0.3" is
@@ -62,6 +64,8 @@ EK100_TASKS = ("verb", "noun", "action")
 
 # Candidate pairs are formed for this many predictions at a time, so that memory stays bounded.
 _PREDICTIONS_PER_BATCH = 100_000
+# The largest (class, video) key looked up through a table (4 bytes an entry) rather than searched.
+_GROUP_TABLE_LIMIT = 1 << 23
 
 
 class LabelError(ValueError):
@@ -145,23 +149,17 @@ def average_precision(
     class_labels, gt_class = np.unique(ground_truth["label"].to_numpy(np.int64), return_inverse=True)
     num_classes = len(class_labels)
     pred_labels = predictions["label"].to_numpy(np.int64)
-    pred_class = np.searchsorted(class_labels, pred_labels)
-    clipped = np.minimum(pred_class, num_classes - 1)
-    known = (pred_class < num_classes) & (class_labels[clipped] == pred_labels)
-    if not np.all(known):
-        raise LabelError(f"prediction label {pred_labels[~known][0]} has no ground truth")
+    pred_class = _group_of(class_labels, pred_labels)  # -1: a label without ground truth
+    if np.any(pred_class < 0):
+        raise LabelError(f"prediction label {pred_labels[pred_class < 0][0]} has no ground truth")
 
-    # One integer id per video, shared by ground truth and predictions.
-    video_codes, _ = pd.factorize(
-        np.concatenate([ground_truth["video_id"].to_numpy(str), predictions["video_id"].to_numpy(str)])
-    )
-    gt_video, pred_video = video_codes[: len(ground_truth)], video_codes[len(ground_truth) :]
+    gt_video, pred_video = _video_codes(ground_truth["video_id"], predictions["video_id"])
     gt_segments = ground_truth[["start", "end"]].to_numpy(np.float64)
     pred_segments = predictions[["start", "end"]].to_numpy(np.float64)
     scores = predictions["score"].to_numpy(np.float64)
 
-    # Class by class, score descending; np.lexsort is stable, so equal scores keep input order.
-    order = np.lexsort((-scores, pred_class))
+    # Class by class, score descending, equal scores in input order.
+    order = group_then_score_order(pred_class, scores)
     pred_class, pred_video, pred_segments = pred_class[order], pred_video[order], pred_segments[order]
 
     true_positive = _match(
@@ -170,14 +168,41 @@ def average_precision(
 
     num_ground_truth = np.bincount(gt_class, minlength=num_classes)
     num_predictions = np.bincount(pred_class, minlength=num_classes)
-    class_end = np.cumsum(num_predictions)
-    ap = np.zeros((len(thresholds), num_classes))
-    for class_index in range(num_classes):  # cheap: a handful of array operations per class
-        start = class_end[class_index] - num_predictions[class_index]
-        ap[:, class_index] = _interpolated_ap(
-            true_positive[:, start : class_end[class_index]], num_ground_truth[class_index]
-        )
+    ap = _interpolated_ap(true_positive, pred_class, num_ground_truth, num_predictions)
     return DetectionResult(thresholds, class_labels, ap, num_ground_truth, num_predictions)
+
+
+def _video_codes(gt_video_ids: pd.Series, pred_video_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer video ids: ``(G,)`` in ``[0, V)`` for the V videos with ground truth, and ``(P,)``
+    the same ids for the predictions, with ``V`` for every video without ground truth (its
+    predictions cannot match, so those videos need not be told apart)."""
+    gt_codes, videos = pd.factorize(gt_video_ids.astype(str))
+    pred_codes = pd.Index(videos).get_indexer(pred_video_ids.astype(str))
+    pred_codes[pred_codes < 0] = len(videos)
+    return gt_codes.astype(np.int64), pred_codes.astype(np.int64)
+
+
+def _group_of(group_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``(N,)`` index of each key in the sorted, distinct ``group_keys`` (``(K,)`` int64), -1 when
+    absent. A lookup table over ``[0, largest key]`` when the keys are >= 0 and the largest is below
+    ``_GROUP_TABLE_LIMIT`` (one memory access per key); else a binary search."""
+    if len(group_keys) == 0:
+        return np.full(len(keys), -1, dtype=np.int64)
+    largest = int(group_keys[-1])
+    if 0 <= int(group_keys[0]) and largest < _GROUP_TABLE_LIMIT and (len(keys) == 0 or keys.min() >= 0):
+        table = np.full(largest + 2, -1, dtype=np.int32)  # the last entry answers every larger key
+        table[group_keys] = np.arange(len(group_keys))
+        return table[np.minimum(keys, largest + 1)].astype(np.int64)
+    index = np.minimum(np.searchsorted(group_keys, keys), len(group_keys) - 1)
+    return np.where(group_keys[index] == keys, index, -1)
+
+
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """``(N,)`` index of the first entry of each entry's run of equal consecutive keys."""
+    index = np.arange(len(keys))
+    is_start = np.ones(len(keys), dtype=bool)
+    is_start[1:] = keys[1:] != keys[:-1]
+    return np.maximum.accumulate(np.where(is_start, index, 0))
 
 
 def _match(
@@ -199,54 +224,61 @@ def _match(
     if num_preds == 0 or len(gt_class) == 0:
         return true_positive
 
-    # (class, video) group of every segment, as compact integer ids.
+    # (class, video) group of every ground-truth segment, as compact ids; a prediction can only
+    # match in the group of its class and video, and most groups of predictions have no ground truth.
     num_videos = int(max(gt_video.max(), pred_video.max())) + 1
-    group_keys, group_ids = np.unique(
-        np.concatenate([gt_class * num_videos + gt_video, pred_class * num_videos + pred_video]),
-        return_inverse=True,
-    )
-    gt_group, pred_group = group_ids[: len(gt_class)], group_ids[len(gt_class) :]
+    group_keys, gt_group = np.unique(gt_class * num_videos + gt_video, return_inverse=True)
+    pred_group = _group_of(group_keys, pred_class * num_videos + pred_video)  # -1: no ground truth
+    in_a_group = np.flatnonzero(pred_group >= 0)  # ascending: score order in a class
+    by_group = in_a_group[stable_argsort(pred_group[in_a_group])]  # by group, score order inside
 
     # Candidate pairs: same group and tIoU at or above the lowest threshold (the others never match).
     pair_pred, pair_gt, pair_tiou = _candidate_pairs(
-        pred_group, gt_group, len(group_keys), pred_segments, gt_segments, thresholds.min()
+        by_group, pred_group[by_group], gt_group, len(group_keys), pred_segments[by_group],
+        gt_segments, thresholds.min(),
     )
     if len(pair_pred) == 0:
         return true_positive
 
-    # Level of each prediction with candidates: its rank in its group, in score order.
-    candidates = np.unique(pair_pred)  # ascending = score order inside each group
-    by_group = np.argsort(pred_group[candidates], kind="stable")
-    sorted_groups = pred_group[candidates][by_group]
-    first_of_group = np.searchsorted(sorted_groups, sorted_groups, side="left")
-    level = np.empty(num_preds, dtype=np.int64)
-    level[candidates[by_group]] = np.arange(len(candidates)) - first_of_group
+    # Level of each prediction with candidates: its rank in its group, in score order. Pairs come
+    # by prediction, each prediction's side by side, predictions by group and score.
+    is_first_pair = _run_starts(pair_pred) == np.arange(len(pair_pred))
+    candidates = pair_pred[is_first_pair]
+    candidate_level = np.arange(len(candidates)) - _run_starts(pred_group[candidates])
+    pair_level = candidate_level[np.cumsum(is_first_pair) - 1]
 
-    # Pairs ordered by level, then prediction, then preference (tIoU descending, later ground truth
-    # first on equal tIoU).
-    pair_level = level[pair_pred]
-    pair_order = np.lexsort((-pair_gt, -pair_tiou, pair_pred, pair_level))
+    # Pairs by level; inside a level, by prediction (each prediction's pairs side by side, a run).
+    pair_order = stable_argsort(pair_level)
     pair_pred, pair_gt, pair_tiou = pair_pred[pair_order], pair_gt[pair_order], pair_tiou[pair_order]
     level_bounds = np.searchsorted(pair_level[pair_order], np.arange(pair_level.max() + 2))
+    begins_run = _run_starts(pair_pred) == np.arange(len(pair_pred))
+    run_begin = np.flatnonzero(begins_run)  # (R,) the first pair of each prediction
+    run_of_pair = np.cumsum(begins_run) - 1  # (N,) the run of each pair
+    reaches = pair_tiou[None, :] >= thresholds[:, None]  # (T, N)
 
     locked = np.zeros((num_thresholds, len(gt_class)), dtype=bool)
     for begin, end in zip(level_bounds[:-1], level_bounds[1:]):
         preds, gts, tious = pair_pred[begin:end], pair_gt[begin:end], pair_tiou[begin:end]
+        first_run, end_run = run_of_pair[begin], run_of_pair[end - 1] + 1
+        level_run_begin = run_begin[first_run:end_run] - begin  # (m,) in this level's n pairs
+        level_run_of_pair = run_of_pair[begin:end] - first_run  # (n,) in 0..m-1
         # (T, n): pair is usable at threshold t if it reaches t and its ground truth is still free.
-        usable = (tious[None, :] >= thresholds[:, None]) & ~locked[:, gts]
-        threshold_index, pair_index = np.nonzero(usable)  # row-major: by threshold, then pair order
-        owner = preds[pair_index]
-        # The first usable pair of each (threshold, prediction) is the preferred free segment.
-        is_first = np.ones(len(pair_index), dtype=bool)
-        is_first[1:] = (threshold_index[1:] != threshold_index[:-1]) | (owner[1:] != owner[:-1])
-        chosen_threshold, chosen_pair = threshold_index[is_first], pair_index[is_first]
+        usable = reaches[:, begin:end] & ~locked[:, gts]
+        # The preferred free segment: the highest tIoU, then the later ground-truth row.
+        # (T, n) -> (T, m): per prediction, its best usable tIoU (-1 when none is usable) ...
+        best_tiou = np.maximum.reduceat(np.where(usable, tious[None, :], -1.0), level_run_begin, axis=1)
+        # ... and the latest ground truth among the usable pairs with that tIoU (-1 when none).
+        is_best = usable & (tious[None, :] == best_tiou[:, level_run_of_pair])
+        chosen_gt = np.maximum.reduceat(np.where(is_best, gts[None, :], -1), level_run_begin, axis=1)
+        threshold_index, run_index = np.nonzero(chosen_gt >= 0)
         # Predictions of one level are in distinct groups, so they never claim the same segment.
-        locked[chosen_threshold, gts[chosen_pair]] = True
-        true_positive[chosen_threshold, preds[chosen_pair]] = True
+        locked[threshold_index, chosen_gt[threshold_index, run_index]] = True
+        true_positive[threshold_index, preds[level_run_begin[run_index]]] = True
     return true_positive
 
 
 def _candidate_pairs(
+    pred_index: np.ndarray,
     pred_group: np.ndarray,
     gt_group: np.ndarray,
     num_groups: int,
@@ -256,8 +288,10 @@ def _candidate_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prediction index, ground-truth index, tIoU) of same-group pairs with tIoU >= ``min_tiou``.
 
-    Only temporally overlapping pairs are formed (:func:`evaluation.tiou.overlapping_pairs`), in
-    batches of predictions so that memory stays bounded for leaderboard-size inputs.
+    ``pred_index`` ``(N,)`` names the predictions that ``pred_group`` and ``pred_segments``
+    describe; the pairs carry these indices, in that order of predictions. Only temporally
+    overlapping pairs are formed (:func:`evaluation.tiou.overlapping_pairs`), in batches of
+    predictions so that memory stays bounded for leaderboard-size inputs.
     """
     kept_pred, kept_gt, kept_tiou = [], [], []
     for begin in range(0, len(pred_group), _PREDICTIONS_PER_BATCH):
@@ -268,7 +302,7 @@ def _candidate_pairs(
         pair_pred = local_pred + begin
         tiou = paired_tiou(pred_segments[pair_pred], gt_segments[pair_gt])
         keep = tiou >= min_tiou
-        kept_pred.append(pair_pred[keep])
+        kept_pred.append(pred_index[pair_pred[keep]])
         kept_gt.append(pair_gt[keep])
         kept_tiou.append(tiou[keep])
     if not kept_pred:
@@ -276,31 +310,66 @@ def _candidate_pairs(
     return np.concatenate(kept_pred), np.concatenate(kept_gt), np.concatenate(kept_tiou)
 
 
-def _interpolated_ap(true_positive: np.ndarray, num_positives: int) -> np.ndarray:
-    """All-point interpolated AP of one class at every threshold.
+def _interpolated_ap(
+    true_positive: np.ndarray, pred_class: np.ndarray, num_ground_truth: np.ndarray, num_predictions: np.ndarray
+) -> np.ndarray:
+    """All-point interpolated AP of every class at every threshold, with the official arithmetic.
+
+    The official ``interpolated_prec_rec`` sums ``(recall step) x (best precision at or after it)``
+    over the ranks where recall changes, with ``np.sum``: the ranks of the true positives, then one
+    ``(1 - final recall) x 0`` term when recall ends below 1. Only those terms are formed here
+    (a few per ground-truth segment, not one per prediction), with the same values in the same order,
+    and each (threshold, class) list is summed by ``np.sum`` as one row, so the AP is the official
+    one bit for bit (see ``reference.official_interpolated_ap``).
 
     Args:
-        true_positive: ``(T, n)`` bool, predictions in score order.
-        num_positives: the class's ground-truth count (> 0).
+        true_positive: ``(T, P)`` bool, predictions sorted by class, then score descending.
+        pred_class: ``(P,)`` class index of each prediction in that order.
+        num_ground_truth: ``(C,)`` positives per class (> 0).
+        num_predictions: ``(C,)`` predictions per class.
 
     Returns:
-        ``(T,)`` AP: sum over recall steps of (recall step) x (best precision at or after it).
+        ``(T, C)`` AP; 0 for a class without true positives.
     """
-    num_thresholds = true_positive.shape[0]
-    if true_positive.shape[1] == 0:
-        return np.zeros(num_thresholds)
-    tp_cumsum = np.cumsum(true_positive, axis=1, dtype=np.float64)
-    fp_cumsum = np.cumsum(~true_positive, axis=1, dtype=np.float64)
-    recall = tp_cumsum / num_positives
-    precision = tp_cumsum / (tp_cumsum + fp_cumsum)
-    zeros, ones = np.zeros((num_thresholds, 1)), np.ones((num_thresholds, 1))
-    # (T, n) -> (T, n + 2): recall 0 before the first prediction, recall 1 / precision 0 after the last
-    padded_precision = np.hstack([zeros, precision, zeros])
-    padded_recall = np.hstack([zeros, recall, ones])
-    # Precision made non-increasing from the right: reverse cumulative maximum along the ranks.
-    envelope = np.maximum.accumulate(padded_precision[:, ::-1], axis=1)[:, ::-1]
-    recall_step = padded_recall[:, 1:] - padded_recall[:, :-1]  # zero where recall does not change
-    return np.sum(recall_step * envelope[:, 1:], axis=1)
+    num_thresholds, num_classes = true_positive.shape[0], len(num_ground_truth)
+    ap = np.zeros(num_thresholds * num_classes)
+    threshold_index, position = np.nonzero(true_positive)  # row-major: by threshold, then rank
+    if len(position) == 0:
+        return ap.reshape(num_thresholds, num_classes)
+    tp_class = pred_class[position]
+    segment = threshold_index * num_classes + tp_class  # (threshold, class) of each true positive
+    segment_start = _run_starts(segment)
+    tp_count = np.arange(len(segment)) - segment_start + 1  # k-th true positive of its segment
+    rank = position - (np.cumsum(num_predictions) - num_predictions)[tp_class] + 1  # 1-based, in class
+    positives = num_ground_truth[tp_class].astype(np.float64)
+    recall = tp_count / positives
+    recall_step = recall - (tp_count - 1) / positives
+    precision = tp_count / rank  # = tp / (tp + fp) at this rank
+    terms = recall_step * _segment_suffix_max(precision, segment_start)
+
+    # One row per (threshold, class): its terms, then 0.0 when its recall ends below 1.
+    is_last = np.ones(len(segment), dtype=bool)
+    is_last[:-1] = segment[1:] != segment[:-1]
+    row_segment, row_count = segment[is_last], tp_count[is_last]
+    row_length = row_count + (row_count < num_ground_truth[tp_class[is_last]])
+    row_offset = np.cumsum(row_length) - row_length
+    flat = np.zeros(int(row_length.sum()))
+    flat[np.repeat(row_offset, row_count) + tp_count - 1] = terms
+    for length in np.unique(row_length):  # rows of one length summed together: (rows, length) -> (rows,)
+        rows = np.flatnonzero(row_length == length)
+        ap[row_segment[rows]] = np.sum(flat[row_offset[rows][:, None] + np.arange(length)[None, :]], axis=1)
+    return ap.reshape(num_thresholds, num_classes)
+
+
+def _segment_suffix_max(values: np.ndarray, segment_start: np.ndarray) -> np.ndarray:
+    """``(N,)`` the largest of ``values`` at or after each entry inside its segment (runs of
+    entries that share ``segment_start``), exactly: a running maximum from the back over the
+    integer key (segment, rank of the value), whose segment part grows towards the front."""
+    distinct, rank = np.unique(values, return_inverse=True)
+    segment_id = np.cumsum(segment_start == np.arange(len(values))) - 1
+    offset = (segment_id[-1] - segment_id) * len(distinct)  # larger for earlier segments
+    suffix_max = np.maximum.accumulate((offset + rank)[::-1])[::-1]
+    return distinct[suffix_max - offset]
 
 
 def _filter_subset(ground_truth: pd.DataFrame, subset: str | None) -> pd.DataFrame:
@@ -340,15 +409,19 @@ def evaluate_hacs(
     ground_truth = _filter_subset(ground_truth, subset)
     labels_with_gt = set(int(label) for label in ground_truth["label"].unique())
     index_of_name = {name: i for i, name in enumerate(class_names) if i in labels_with_gt}
-    pred_labels = predictions["label_name"].map(index_of_name)
-    unknown = pred_labels.isna().to_numpy()
+    # A submission repeats a few hundred names, so each distinct name is looked up once:
+    # (P,) codes into the distinct names (-1 for a missing name) -> class index, -1 when unknown.
+    name_codes, distinct_names = pd.factorize(predictions["label_name"])
+    index_of_distinct = np.array([index_of_name.get(name, -1) for name in distinct_names] + [-1], dtype=np.int64)
+    pred_labels = index_of_distinct[name_codes]
+    unknown = pred_labels < 0
     if unknown.any():
         row = predictions[unknown].iloc[0]
         raise LabelError(
             f"predicted label '{row['label_name']}' (video {row['video_id']}) has no ground truth in "
             f"subset '{subset}'; {int(unknown.sum())} prediction(s) have such labels"
         )
-    scored = predictions.assign(label=pred_labels.to_numpy(np.int64))
+    scored = predictions.assign(label=pred_labels)
     result = average_precision(ground_truth, scored, thresholds)
     result.class_names = [class_names[label] for label in result.class_labels]
     return result

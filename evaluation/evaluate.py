@@ -1,5 +1,7 @@
-"""From ground truth + a submission or proposal file to results and metrics.json; shared by the
-command line (``python -m evaluation``) and the pipeline's eval stage.
+"""From ground truth + a submission or proposal file to results, the terminal tables and
+metrics.json; shared by the command line (``python -m evaluation``) and the pipeline's eval stage.
+Nothing here imports matplotlib: :mod:`evaluation.report` (plots) is imported only when a report
+is asked for.
 
 ``metrics.json`` (DESIGN.md), fractions in [0, 1]:
 
@@ -13,18 +15,19 @@ command line (``python -m evaluation``) and the pipeline's eval stage.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from data.annotations import Annotations
 from evaluation.detection import DetectionResult, evaluate_ek100, evaluate_hacs
 from evaluation.proposal import ProposalResult, average_recall
-from evaluation.submission import load_ek100_submission, load_hacs_submission, load_proposals
+from formats.proposals import load_proposals
+from formats.submission import load_ek100_submission, load_hacs_submission
+from runstate import atomic
 
 STYLES = ("hacs", "ek100")
 HACS_HEAD = "label"  # the single head of HACS-style annotations (Annotations.classes key)
@@ -97,21 +100,30 @@ def evaluate_detections(
         predictions = load_ek100_submission(submission_path, len(verb_names), len(noun_names))
         results = evaluate_ek100(segments, predictions, len(noun_names), thresholds, subset,
                                  verb_names, noun_names)
-
-        def action_names(verbs: pd.Series, nouns: pd.Series) -> list[str]:
-            return [f"{verb_names[v]} {noun_names[n]}" for v, n in zip(verbs, nouns)]
-
         return DetectionEvaluation(
             style,
             results,
             segments[["video_id", "start", "end"]].assign(
-                name=action_names(segments["verb"], segments["noun"])
+                name=_action_names(segments["verb"], segments["noun"], verb_names, noun_names)
             ),
             predictions[["video_id", "start", "end", "score"]].assign(
-                name=action_names(predictions["action_verb"], predictions["action_noun"])
+                name=_action_names(predictions["action_verb"], predictions["action_noun"], verb_names,
+                                   noun_names)
             ),
         )
     raise ValueError(f"unknown dataset style '{style}', expected one of {STYLES}")
+
+
+def _action_names(
+    verbs: pd.Series, nouns: pd.Series, verb_names: Sequence[str], noun_names: Sequence[str]
+) -> np.ndarray:
+    """``(N,)`` object array: ``"<verb name> <noun name>"`` of each row; each distinct (verb, noun)
+    pair is formatted once (a submission repeats a few thousand of them)."""
+    action_ids = verbs.to_numpy(np.int64) * len(noun_names) + nouns.to_numpy(np.int64)
+    codes, distinct = pd.factorize(action_ids)
+    names = [f"{verb_names[action // len(noun_names)]} {noun_names[action % len(noun_names)]}"
+             for action in distinct.tolist()]
+    return np.array(names, dtype=object)[codes] if names else np.zeros(len(codes), dtype=object)
 
 
 def evaluate_proposal_file(
@@ -129,15 +141,40 @@ def evaluate_proposal_file(
 
 
 def write_metrics(path: str | Path, metrics: dict) -> None:
-    """Write ``metrics`` as JSON atomically (a temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(metrics, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``metrics`` as JSON atomically (``runstate.atomic``)."""
+    atomic.write_text(path, json.dumps(metrics, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables in percent, for the terminal (and, as Markdown, for report.md)
+
+
+def _task_title(task: str) -> str:
+    return "mAP" if task == HACS_HEAD else task
+
+
+def detection_table(results: dict[str, DetectionResult], markdown: bool = False) -> str:
+    """mAP (%) per threshold and the average, one row per task."""
+    thresholds = next(iter(results.values())).tiou_thresholds
+    header = ["task"] + [f"{t:.2f}" for t in thresholds] + ["avg"]
+    rows = [[_task_title(task)] + [f"{100 * m:.2f}" for m in result.mAP] + [f"{100 * result.average_mAP:.2f}"]
+            for task, result in results.items()]
+    return _table(header, rows, markdown)
+
+
+def proposal_table(result: ProposalResult, markdown: bool = False) -> str:
+    """AR@n and AUC (%) in one row."""
+    metrics = result.to_metrics()
+    return _table(list(metrics), [[f"{100 * value:.2f}" for value in metrics.values()]], markdown)
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in [header] + rows
+    )

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from evaluation.tiou import overlapping_pairs, paired_tiou
+from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou
 
 PROPOSAL_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 NUM_CURVE_POINTS = 100
@@ -94,16 +94,16 @@ def average_recall(
     if proposals.empty:
         raise ValueError("the proposal file holds no proposal")
 
-    videos, gt_video = np.unique(ground_truth["video_id"].to_numpy(str), return_inverse=True)
+    gt_video, videos = pd.factorize(ground_truth["video_id"].astype(str))
     num_videos = len(videos)
     ratio = max_avg_proposals * num_videos / len(proposals)
 
     # Proposals of ground-truth videos, by video then score descending (stable), with their rank.
-    prop_video = pd.Index(videos).get_indexer(proposals["video_id"].to_numpy(str))
-    in_gt_video = prop_video >= 0
+    prop_video = pd.Index(videos).get_indexer(proposals["video_id"].astype(str))
+    in_gt_video = np.flatnonzero(prop_video >= 0)
     prop_video = prop_video[in_gt_video]
     prop_segments = proposals[["start", "end"]].to_numpy(np.float64)[in_gt_video]
-    order = np.lexsort((-proposals["score"].to_numpy(np.float64)[in_gt_video], prop_video))
+    order = group_then_score_order(prop_video, proposals["score"].to_numpy(np.float64)[in_gt_video])
     prop_video, prop_segments = prop_video[order], prop_segments[order]
     per_video = np.bincount(prop_video, minlength=num_videos)
     rank = np.arange(len(prop_video)) - (np.cumsum(per_video) - per_video)[prop_video]
@@ -148,16 +148,20 @@ def _first_hit_rank(
     gt_segments = ground_truth[["start", "end"]].to_numpy(np.float64)
     pair_gt, pair_prop = overlapping_pairs(gt_video, gt_segments, prop_video, prop_segments, num_videos)
     tiou = paired_tiou(prop_segments[pair_prop], gt_segments[pair_gt])
-    reach = tiou >= thresholds.min()
-    pair_gt, pair_rank, tiou = pair_gt[reach], rank[pair_prop[reach]], tiou[reach]
-    order = np.lexsort((pair_rank, pair_gt))  # by ground truth, then rank
-    pair_gt, pair_rank, tiou = pair_gt[order], pair_rank[order], tiou[order]
+    # How many of the thresholds (in ascending order) each pair reaches: a pair that reaches k
+    # reaches exactly the k lowest.
+    ascending = np.argsort(thresholds, kind="stable")
+    num_reached = np.searchsorted(thresholds[ascending], tiou, side="right")
+    reaches_one = num_reached > 0
+    pair_gt, pair_rank, num_reached = pair_gt[reaches_one], rank[pair_prop[reaches_one]], num_reached[reaches_one]
 
-    first_hit = np.full((len(thresholds), len(gt_video)), np.iinfo(np.int64).max)
-    # (T, n): pairs reaching each threshold; row-major nonzero keeps (threshold, gt, rank) order
-    threshold_index, pair_index = np.nonzero(tiou[None, :] >= thresholds[:, None])
-    owner = pair_gt[pair_index]
-    is_first = np.ones(len(pair_index), dtype=bool)
-    is_first[1:] = (threshold_index[1:] != threshold_index[:-1]) | (owner[1:] != owner[:-1])
-    first_hit[threshold_index[is_first], owner[is_first]] = pair_rank[pair_index[is_first]]
+    # best[g, k - 1]: the best rank among the pairs of ground truth g that reach exactly k thresholds
+    num_thresholds = len(thresholds)
+    best = np.full(len(gt_video) * num_thresholds, np.iinfo(np.int64).max)
+    np.minimum.at(best, pair_gt * num_thresholds + num_reached - 1, pair_rank)
+    # The first hit at the j-th lowest threshold: the best rank among pairs reaching more than j.
+    # (G, T) running minimum from the highest threshold down
+    best_reaching = np.minimum.accumulate(best.reshape(-1, num_thresholds)[:, ::-1], axis=1)[:, ::-1]
+    first_hit = np.empty((num_thresholds, len(gt_video)), dtype=np.int64)
+    first_hit[ascending] = best_reaching.T  # (T, G), thresholds back in their given order
     return first_hit

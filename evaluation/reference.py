@@ -31,16 +31,31 @@ def interpolated_ap(precision: list[float], recall: list[float]) -> float:
     return ap
 
 
+def official_interpolated_ap(precision: list[float], recall: list[float]) -> float:
+    """The same AP with the official ``interpolated_prec_rec`` arithmetic (ActivityNet's
+    ``Evaluation/utils.py``, which the EK100 code reuses): numpy arrays padded with 0 / 1, the
+    envelope by a backward loop, and one ``np.sum`` over the ranks where recall changes. Equal to
+    :func:`interpolated_ap` up to rounding; the vectorized code matches this one bit for bit."""
+    padded_precision = np.concatenate([[0.0], np.asarray(precision, dtype=np.float64), [0.0]])
+    padded_recall = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64), [1.0]])
+    for i in range(len(padded_precision) - 2, -1, -1):
+        padded_precision[i] = max(padded_precision[i], padded_precision[i + 1])
+    steps = np.flatnonzero(padded_recall[1:] != padded_recall[:-1]) + 1
+    return float(np.sum((padded_recall[steps] - padded_recall[steps - 1]) * padded_precision[steps]))
+
+
 def class_average_precision(
     ground_truth: list[tuple[str, float, float]],
     predictions: list[tuple[str, float, float, float]],
     tiou_thresholds: Sequence[float],
+    interpolate=interpolated_ap,
 ) -> list[float]:
     """AP of one class at each threshold.
 
     Args:
         ground_truth: ``(video_id, start, end)`` in ground-truth order.
         predictions: ``(video_id, start, end, score)`` in input order.
+        interpolate: ``(precision list, recall list) -> AP``, in rank order.
     """
     if not predictions:
         return [0.0] * len(tiou_thresholds)
@@ -74,14 +89,18 @@ def class_average_precision(
             fp += not is_tp
             precision.append(tp / (tp + fp))
             recall.append(tp / len(ground_truth))
-        ap.append(interpolated_ap(precision, recall))
+        ap.append(interpolate(precision, recall))
     return ap
 
 
 def average_precision_table(
-    ground_truth: pd.DataFrame, predictions: pd.DataFrame, tiou_thresholds: Sequence[float]
+    ground_truth: pd.DataFrame,
+    predictions: pd.DataFrame,
+    tiou_thresholds: Sequence[float],
+    interpolate=interpolated_ap,
 ) -> tuple[list[int], np.ndarray]:
-    """Loop version of :func:`evaluation.detection.average_precision`.
+    """Loop version of :func:`evaluation.detection.average_precision` (``interpolate``: see
+    :func:`class_average_precision`).
 
     Returns:
         ``(class_labels ascending, ap (T, C))``; predictions of labels without ground truth ignored.
@@ -99,7 +118,8 @@ def average_precision_table(
     ap = np.zeros((len(tiou_thresholds), len(class_labels)))
     for column, label in enumerate(class_labels):
         class_predictions = preds_of_label.get(label, [])
-        ap[:, column] = class_average_precision(gt_of_label[label], class_predictions, tiou_thresholds)
+        ap[:, column] = class_average_precision(gt_of_label[label], class_predictions, tiou_thresholds,
+                                                interpolate)
     return class_labels, ap
 
 

@@ -26,8 +26,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from evaluation.detection import DetectionResult, _match
-from evaluation.evaluate import HACS_HEAD, DetectionEvaluation
+from evaluation.evaluate import HACS_HEAD, DetectionEvaluation, _table, _task_title, detection_table, proposal_table
 from evaluation.proposal import ProposalResult
+from runstate import atomic
 
 MAP_PLOT = "map_vs_tiou.png"
 TIMELINE_PLOT = "timelines.png"
@@ -45,37 +46,6 @@ _LEFT_IN, _RIGHT_IN = 1.0, 0.2
 _TOP_IN, _ROW_IN, _PANEL_TITLE_IN, _PANEL_GAP_IN = 0.1, 0.22, 0.3, 0.65
 _LEGEND_COLUMNS = 4
 _MINUTE_TICK_STEPS_SEC = (15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
-
-
-def _task_title(task: str) -> str:
-    return "mAP" if task == HACS_HEAD else task
-
-
-def detection_table(results: dict[str, DetectionResult], markdown: bool = False) -> str:
-    """mAP (%) per threshold and the average, one row per task."""
-    thresholds = next(iter(results.values())).tiou_thresholds
-    header = ["task"] + [f"{t:.2f}" for t in thresholds] + ["avg"]
-    rows = [[_task_title(task)] + [f"{100 * m:.2f}" for m in result.mAP] + [f"{100 * result.average_mAP:.2f}"]
-            for task, result in results.items()]
-    return _table(header, rows, markdown)
-
-
-def proposal_table(result: ProposalResult, markdown: bool = False) -> str:
-    """AR@n and AUC (%) in one row."""
-    metrics = result.to_metrics()
-    return _table(list(metrics), [[f"{100 * value:.2f}" for value in metrics.values()]], markdown)
-
-
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in [header] + rows
-    )
 
 
 def class_extremes(result: DetectionResult, count: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,8 +81,7 @@ def write_report(
     ``video_durations`` (video id -> seconds) sets each timeline's extent; without it a timeline
     ends at the video's last segment or detection.
     """
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = atomic.make_dirs(report_dir)
     lines = [f"# {title}", ""]
     if detection is not None:
         lines += ["## Detection mAP (%)", "", detection_table(detection.results, markdown=True), ""]
@@ -132,13 +101,14 @@ def write_report(
         plot_recall_curve(proposals, report_dir / RECALL_PLOT)
         lines += [f"![Average recall against average number of proposals]({RECALL_PLOT})", ""]
     report = report_dir / "report.md"
-    report.write_text("\n".join(lines))
+    atomic.write_text(report, "\n".join(lines))
     return report
 
 
 def _save(figure: Figure, path: Path) -> None:
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)
+    with atomic.atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=100, format=path.suffix.lstrip(".") or "png")
 
 
 def plot_map_vs_tiou(results: dict[str, DetectionResult], path: Path) -> None:

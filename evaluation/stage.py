@@ -64,7 +64,8 @@ def run_eval(cfg: Config, paths: RunPaths) -> None:
         from evaluation.report import write_report  # here: matplotlib loads only for a report
 
         title = f"Evaluation of {paths.work_dir}"
-        report = write_report(paths.eval_dir, detection, proposal_result, title=title)
+        durations = dict(zip(annotations.videos["video_id"], annotations.videos["duration"]))
+        report = write_report(paths.eval_dir, detection, proposal_result, title=title, video_durations=durations)
         outputs.append(report)
         log.info("eval: report written to %s", report)
     mark_complete(paths.eval_dir, digest, outputs)

@@ -1,4 +1,5 @@
-"""Temporal intersection over union (tIoU) of segments, and pairs of segments that share a group.
+"""Temporal intersection over union (tIoU) of segments, pairs of segments that share a group, and
+the two sorts the metrics build on (stable integer argsort, group-then-score order).
 
 A segment is ``[start, end]`` in seconds. The tIoU of two segments is::
 
@@ -32,16 +33,10 @@ def paired_tiou(segments_a: np.ndarray, segments_b: np.ndarray) -> np.ndarray:
     """
     segments_a = np.asarray(segments_a, dtype=np.float64)
     segments_b = np.asarray(segments_b, dtype=np.float64)
-    intersection = np.clip(
-        np.minimum(segments_a[:, 1], segments_b[:, 1]) - np.maximum(segments_a[:, 0], segments_b[:, 0]),
-        0.0,
-        None,
-    )
+    intersection = np.minimum(segments_a[:, 1], segments_b[:, 1]) - np.maximum(segments_a[:, 0], segments_b[:, 0])
+    np.maximum(intersection, 0.0, out=intersection)
     union = (segments_b[:, 1] - segments_b[:, 0]) + (segments_a[:, 1] - segments_a[:, 0]) - intersection
-    tiou = np.zeros_like(intersection)
-    positive = union > 0
-    tiou[positive] = intersection[positive] / union[positive]
-    return tiou
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def pairwise_tiou(segments_a: np.ndarray, segments_b: np.ndarray) -> np.ndarray:
@@ -62,6 +57,79 @@ def pairwise_tiou(segments_a: np.ndarray, segments_b: np.ndarray) -> np.ndarray:
     flat_b = np.tile(segments_b, (num_a, 1))
     # (N*M,) -> (N, M)
     return paired_tiou(flat_a, flat_b).reshape(num_a, num_b)
+
+
+def stable_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` for non-negative integers, several times faster.
+
+    Each value is made unique as ``value * N + index``; numpy sorts plain int64 values with SIMD
+    code, much faster than it sorts indices, and the index is the remainder. Falls back to
+    numpy's stable argsort when the key would not fit in int64.
+
+    Args:
+        values: ``(N,)`` non-negative integers.
+
+    Returns:
+        ``(N,)`` int64 indices: by value, equal values in index order.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    count = len(values)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(values.max()) >= np.iinfo(np.int64).max // count - 1:
+        return np.argsort(values, kind="stable")
+    return np.sort(values * count + np.arange(count)) % count
+
+
+def dense_rank(values: np.ndarray) -> np.ndarray:
+    """``(N,)`` int64 rank of each value among the distinct values (equal values, equal rank)."""
+    order = np.argsort(values)  # any order among equal values: they get one rank below
+    ranked = values[order]
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.concatenate([[0], np.cumsum(ranked[1:] != ranked[:-1])])
+    return rank
+
+
+def group_then_score_order(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices ordering entries by group, then score descending, equal scores in input order.
+
+    The same order as ``np.lexsort((-scores, groups))`` (which merge-sorts once per key), by one
+    :func:`stable_argsort` of the integer key (group, rank of the score).
+
+    Args:
+        groups: ``(N,)`` non-negative integers (a class, a video).
+        scores: ``(N,)`` finite floats.
+
+    Returns:
+        ``(N,)`` int64 indices.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    # + 0.0 makes -0.0 into 0.0, which compares equal to it (one rank, input order between them)
+    descending_rank = dense_rank(-np.asarray(scores, dtype=np.float64) + 0.0)
+    num_ranks = int(descending_rank.max()) + 1
+    if int(groups.max()) >= np.iinfo(np.int64).max // (num_ranks * len(groups)) - 1:
+        return np.lexsort((-scores, groups))
+    return stable_argsort(groups * num_ranks + descending_rank)
+
+
+def _ordered_int64(values: np.ndarray) -> np.ndarray:
+    """int64 keys that compare as the float64 ``values`` do (no NaN): the IEEE bit patterns, with
+    the negative ones' magnitude bits flipped. numpy's binary search is several times faster on
+    integers than on floats, which it compares NaN-aware."""
+    bits = (np.asarray(values, dtype=np.float64) + 0.0).view(np.int64)  # + 0.0: -0.0 becomes 0.0
+    return np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+
+
+def _searchsorted_in_order(sorted_values: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
+    """``np.searchsorted(sorted_values, queries, side)`` for many queries in random order: searched
+    in ascending order, each binary search starts where the last one ended, which is several
+    times faster than the sort of the queries costs."""
+    order = np.argsort(queries)
+    positions = np.empty(len(queries), dtype=np.int64)
+    positions[order] = np.searchsorted(sorted_values, queries[order], side=side)
+    return positions
 
 
 def overlapping_pairs(
@@ -87,29 +155,35 @@ def overlapping_pairs(
         num_groups: number of distinct group ids.
 
     Returns:
-        ``(index_a, index_b)``, two ``(K,)`` int64 arrays, ordered by ``index_a`` then by b's start.
+        ``(index_a, index_b)``, two ``(K,)`` int64 arrays, ordered by ``index_a`` then by b's start
+        (equal starts in b's order).
     """
     group_of_a = np.asarray(group_of_a, dtype=np.int64)
     group_of_b = np.asarray(group_of_b, dtype=np.int64)
     segments_a = np.asarray(segments_a, dtype=np.float64).reshape(-1, 2)
     segments_b = np.asarray(segments_b, dtype=np.float64).reshape(-1, 2)
+    num_a, num_b = len(group_of_a), len(group_of_b)
+    if num_a == 0 or num_b == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     longest_b = np.zeros(num_groups)
     np.maximum.at(longest_b, group_of_b, segments_b[:, 1] - segments_b[:, 0])
 
-    # The run is found by searchsorted on an exact integer key (group, rank of the start among all
-    # values involved). The lower bound is widened by a relative margin so that rounding in the
-    # subtraction can never drop an overlapping b.
+    # The run is found by searchsorted on an exact integer key: (group, rank of b's start among the
+    # distinct starts of b). The bounds of a become ranks too: the b starts at or above the lower
+    # bound are those of rank >= (distinct starts below it), the b starts at or below end_a those of
+    # rank < (distinct starts at or below it). The lower bound is widened by a relative margin so
+    # that rounding in the subtraction can never drop an overlapping b.
     reach = longest_b[group_of_a]
     low_value = segments_a[:, 0] - reach - 1e-9 * (np.abs(segments_a[:, 0]) + reach) - 1e-12
-    num_a, num_b = len(group_of_a), len(group_of_b)
-    all_values = np.concatenate([segments_b[:, 0], low_value, segments_a[:, 1]])
-    _, rank = np.unique(all_values, return_inverse=True)  # equal values, equal rank
-    num_ranks = int(rank.max()) + 1 if len(rank) else 1
-    key_b = group_of_b * num_ranks + rank[:num_b]
-    b_order = np.argsort(key_b, kind="stable")  # b by group, then start
+    distinct_starts, start_rank = np.unique(_ordered_int64(segments_b[:, 0]), return_inverse=True)
+    num_ranks = len(distinct_starts)
+    key_b = group_of_b * num_ranks + start_rank
+    b_order = stable_argsort(key_b)  # b by group, then start
     sorted_key_b = key_b[b_order]
-    first = np.searchsorted(sorted_key_b, group_of_a * num_ranks + rank[num_b : num_b + num_a], side="left")
-    last = np.searchsorted(sorted_key_b, group_of_a * num_ranks + rank[num_b + num_a :], side="right")
+    low_rank = _searchsorted_in_order(distinct_starts, _ordered_int64(low_value), side="left")
+    high_rank = _searchsorted_in_order(distinct_starts, _ordered_int64(segments_a[:, 1]), side="right")
+    first = np.searchsorted(sorted_key_b, group_of_a * num_ranks + low_rank, side="left")
+    last = np.searchsorted(sorted_key_b, group_of_a * num_ranks + high_rank, side="left")
     pairs_per_a = np.maximum(last - first, 0)
 
     index_a = np.repeat(np.arange(num_a, dtype=np.int64), pairs_per_a)

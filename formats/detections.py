@@ -6,7 +6,7 @@ One row per detection, sorted by video, then by score (best first):
 * EK100 style: ``video_id, start_sec, end_sec, verb_id, verb, noun_id, noun, action, action_name, score``
   (``action`` is the leaderboard's ``"verb_id,noun_id"``, ``action_name`` ``"verb noun"``).
 
-Built from submission entries (``formats.submission`` / ``localize.submission``) and class names.
+Built from submission entries (``formats.submission``) and class names.
 """
 
 from __future__ import annotations

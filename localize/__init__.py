@@ -9,8 +9,10 @@ Module map (read in this order):
   clips through the whole model (``ClipClassifier``).
 - ``detections``: the fusion rule (proposal score x class probabilities), top classes / verb-noun
   pairs per proposal, the per-video cap.
-- ``submission``: HACS and EK100 leaderboard files, validated by ``evaluation.submission``,
-  written atomically.
-- ``journal``: the per-video journal a rerun resumes from, and ``failed.tsv``.
-- ``stage``: ``run_classify(cfg, paths)``, the pipeline's classify stage.
+- ``proposal_classifier``: one video's proposals -> detections -> submission entries (the classify
+  rule, shared with ``detect``).
+- ``viewer``: the self-contained ``viewer.html``.
+- ``stage``: ``run_classify(cfg, paths)``, the pipeline's classify stage. The submission file itself
+  is ``formats.submission``; the per-video journal ``runstate.journal``; ``failed.tsv``
+  ``formats.failures``.
 """

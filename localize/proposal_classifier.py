@@ -24,9 +24,9 @@ import numpy as np
 from backbone.clips import resolve_normalization
 from configs.schema import ClassifyConfig
 from formats.features import FeatureStore
+from formats.submission import ek100_entries, hacs_entries
 from localize.classifiers import ClipClassifier, FeatureClassifier, HeadProbabilities
 from localize.detections import Detections, ek100_detections, hacs_detections
-from localize.submission import ek100_entries, hacs_entries
 
 log = logging.getLogger(__name__)
 

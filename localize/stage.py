@@ -20,7 +20,7 @@ Scores fuse as ``localize.detections`` documents (proposal score x class probabi
 ``max_detections_per_video`` best are kept per video.
 
 Writes under ``<work_dir>/detections/``: ``submission.json`` (the leaderboard format of the
-dataset style, validated by ``evaluation.submission`` before it is written, written
+dataset style, validated by ``formats.submission`` before it is written, written
 atomically), ``partial.jsonl`` (the per-video journal a rerun resumes from), ``failed.tsv``
 (only when some video failed: video id, path, reason) and the completion stamp. Failed
 videos do not stop the others; the stage writes the submission for the rest and then raises
@@ -39,11 +39,11 @@ import pandas as pd
 from backbone.build import classifier_from_checkpoint
 from configs.schema import Config
 from data.dataset import load_dataset
-from evaluation.submission import load_proposals
 from formats.failures import FailureList
 from formats.features import FeatureStore
+from formats.proposals import load_proposals
+from formats.submission import ek100_submission, hacs_submission, write_submission
 from localize.proposal_classifier import ProposalClassifier, check_classes, classification_mode, clip_settings
-from localize.submission import ek100_submission, hacs_submission, write_submission
 from runstate import stamp
 from runstate.atomic import OutputError
 from runstate.journal import Journal

@@ -13,11 +13,8 @@ Under several processes each rank predicts its own share of the videos
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,10 +25,9 @@ from torch.utils.data import DataLoader
 from evaluation.proposal import average_recall
 from proposals.dataset import BMNInputs
 from proposals.losses import BMNLoss, bmn_loss
-from proposals.postprocess import VideoScores, postprocess_videos, proposal_list
+from proposals.postprocess import VideoScores, postprocess_videos
 from runstate.runtime import DistributedContext
 
-PROPOSALS_VERSION = "1.0"
 CHUNK_MAP_CELLS = 2**25  # post-process once the pending videos' BM maps hold this many cells (float64)
 
 
@@ -190,20 +186,3 @@ def proposal_metrics(ground_truth: pd.DataFrame, proposals: dict[str, np.ndarray
         raise ValueError(f"proposal metrics need ground truth and proposals; got {len(ground_truth)} "
                          f"segments and {len(table)} proposals over {len(proposals)} videos")
     return average_recall(ground_truth[["video_id", "start", "end"]], table).to_metrics()
-
-
-def write_proposals_json(path: str | Path, proposals: dict[str, np.ndarray]) -> None:
-    """Writes ``proposals.json`` atomically (a temporary file renamed over ``path``).
-
-    ``{"version": "1.0", "results": {video_id: [{"segment": [s, e], "score": x}, ...]},
-    "external_data": {}}``, each video's proposals sorted by score (best first), seconds.
-    """
-    results = {}
-    for video_id, rows in proposals.items():
-        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-        results[video_id] = proposal_list(rows[np.argsort(-rows[:, 2], kind="stable")])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": PROPOSALS_VERSION, "results": results, "external_data": {}}))
-    os.replace(tmp, path)

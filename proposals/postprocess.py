@@ -177,8 +177,3 @@ def postprocess_videos(
         for video_id in video_ids
     )
     return dict(zip(video_ids, results))
-
-
-def proposal_list(proposals_sec: np.ndarray) -> list[dict]:
-    """``(K, 3)`` seconds -> ``[{"segment": [start, end], "score": x}, ...]`` (proposals.json entries)."""
-    return [{"segment": [float(start), float(end)], "score": float(score)} for start, end, score in proposals_sec]

@@ -47,6 +47,7 @@ from configs.schema import Config
 from data.annotations import Annotations
 from data.dataset import load_dataset
 from formats.features import FeatureStore
+from formats.proposals import write_proposals_json
 from proposals.bm_map import bm_valid_mask
 from proposals.bmn import BMN
 from proposals.dataset import BMNInputs, VideoInput, read_videos
@@ -57,7 +58,6 @@ from proposals.infer import (
     predict_proposals,
     proposal_metrics,
     rank_share,
-    write_proposals_json,
 )
 from proposals.train import bmn_model_args, load_bmn, read_bmn_checkpoint, save_bmn_checkpoint, train_one_epoch
 from runstate import stamp

@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from configs.paths import RunPaths
 from configs.schema import Config, DatasetConfig, EvalConfig
 from evaluation.cli import main
 from evaluation.stage import run_eval
+from runstate.paths import RunPaths
 
 GROUND_TRUTH = {
     "version": "VERSION 1.3",

@@ -16,7 +16,7 @@ from evaluation.detection import (
     evaluate_ek100,
     evaluate_hacs,
 )
-from evaluation.reference import average_precision_table
+from evaluation.reference import average_precision_table, official_interpolated_ap
 
 
 def gt_table(rows: list[tuple]) -> pd.DataFrame:
@@ -296,3 +296,83 @@ def test_metrics_record_layout():
     assert metrics["tiou_thresholds"] == [0.1, 0.2, 0.3, 0.4, 0.5]
     assert metrics["mAP"] == [0.5] * 5 and metrics["average_mAP"] == 0.5
     assert metrics["per_class"] == {"open": 1.0, "close": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit for bit: the official arithmetic, and the code paths chosen by size
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+def test_random_cases_equal_the_official_arithmetic_bit_for_bit(coarse):
+    # Same true positives as the loop reference, and the AP summed as the official
+    # interpolated_prec_rec sums it (np.sum over the recall steps): equal to the last bit.
+    rng = np.random.default_rng(77 + coarse)
+    thresholds = np.concatenate([HACS_TIOU_THRESHOLDS, EK100_TIOU_THRESHOLDS])
+    for _ in range(120):
+        gt, preds = random_case(rng, coarse)
+        result = average_precision(gt, preds, thresholds)
+        labels, expected = average_precision_table(gt, preds, thresholds, interpolate=official_interpolated_ap)
+        np.testing.assert_array_equal(result.class_labels, labels)
+        np.testing.assert_array_equal(result.ap, expected)
+
+
+def test_many_true_positives_per_class_equal_the_official_arithmetic():
+    # Long recall-step lists (np.sum switches to pairwise blocks past 8 and 128 terms).
+    rng = np.random.default_rng(5)
+    num_gt = 400
+    start = rng.uniform(0, 1000, num_gt)
+    gt = gt_table([(f"v{i % 7}", s, s + rng.uniform(1, 20), i % 2) for i, s in enumerate(start)])
+    rows = []
+    for row in gt.itertuples():
+        for _ in range(3):
+            jitter = rng.uniform(-2, 2, 2)
+            rows.append((row.video_id, row.start + jitter[0], row.end + jitter[1], row.label,
+                         float(rng.integers(0, 50)) / 50))
+    preds = pred_table(rows)
+    result = average_precision(gt, preds, HACS_TIOU_THRESHOLDS)
+    _, expected = average_precision_table(gt, preds, HACS_TIOU_THRESHOLDS, interpolate=official_interpolated_ap)
+    np.testing.assert_array_equal(result.ap, expected)
+    assert np.all(result.ap[0] > 0.3)
+
+
+def test_group_lookup_by_table_and_by_search_agree(monkeypatch):
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        gt, preds = random_case(rng, coarse=True)
+        table_ap = average_precision(gt, preds, HACS_TIOU_THRESHOLDS).ap
+        monkeypatch.setattr(detection, "_GROUP_TABLE_LIMIT", 0)
+        search_ap = average_precision(gt, preds, HACS_TIOU_THRESHOLDS).ap
+        monkeypatch.undo()
+        np.testing.assert_array_equal(search_ap, table_ap)
+
+
+def test_hacs_label_names_are_encoded_as_a_plain_lookup_would():
+    rng = np.random.default_rng(8)
+    names = ["Archery", "Bowling", "Curling", "Diving", "Bowling"]  # a repeated name: the last index wins
+    gt = pd.DataFrame({"video_id": [f"v{i}" for i in range(12)], "start": np.zeros(12),
+                       "end": np.full(12, 10.0), "label": [0, 1, 2, 4] * 3, "subset": "validation"})
+    pred_names = rng.choice(["Archery", "Curling", "Bowling"], 200)
+    preds = pd.DataFrame({"video_id": [f"v{i}" for i in rng.integers(0, 12, 200)],
+                          "start": rng.uniform(0, 5, 200), "end": rng.uniform(5, 12, 200),
+                          "score": rng.integers(0, 4, 200) / 4, "label_name": pred_names})
+    result = evaluate_hacs(gt, names, preds)
+    index_of_name = {"Archery": 0, "Curling": 2, "Bowling": 4}
+    plain = average_precision(gt, preds.assign(label=[index_of_name[name] for name in pred_names]),
+                              HACS_TIOU_THRESHOLDS)
+    np.testing.assert_array_equal(result.ap, plain.ap)
+    assert result.class_names == ["Archery", "Bowling", "Curling", "Bowling"]
+    missing = preds.assign(label_name=[None] + list(pred_names[1:]))
+    with pytest.raises(LabelError, match=r"label 'nan' \(video v\d+\)"):  # pandas keeps None as NaN
+        evaluate_hacs(gt, names, missing)
+
+
+def test_negative_and_large_labels_score_as_small_ones():
+    rng = np.random.default_rng(4)
+    gt, preds = random_case(rng, coarse=True)
+    while gt["label"].nunique() < 2:
+        gt, preds = random_case(rng, coarse=True)
+    expected = average_precision(gt, preds, HACS_TIOU_THRESHOLDS).ap
+    for shift in (-1000, 2**40):  # below zero and beyond the lookup table: searched instead
+        shifted = average_precision(gt.assign(label=gt["label"] + shift), preds.assign(label=preds["label"] + shift),
+                                    HACS_TIOU_THRESHOLDS)
+        np.testing.assert_array_equal(shifted.ap, expected)

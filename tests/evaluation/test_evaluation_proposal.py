@@ -121,3 +121,19 @@ def test_random_cases_equal_the_loop_reference(seed):
         np.testing.assert_allclose(result.recall, recall, rtol=0, atol=1e-12)
         np.testing.assert_allclose(result.average_num_proposals, num_proposals, rtol=1e-12)
         assert 0 < result.auc < 1
+
+
+def test_thresholds_in_any_order_equal_the_loop_reference():
+    rng = np.random.default_rng(9)
+    gt_start = rng.integers(0, 40, 25) * 0.5
+    gt = segments_table(list(zip([f"v{i}" for i in rng.integers(0, 4, 25)], gt_start,
+                                 gt_start + rng.integers(1, 12, 25) * 0.5)))
+    prop_start = rng.integers(0, 40, 150) * 0.5
+    proposals = segments_table(list(zip([f"v{i}" for i in rng.integers(0, 4, 150)], prop_start,
+                                        prop_start + rng.integers(1, 12, 150) * 0.5,
+                                        rng.integers(0, 5, 150) / 4)), with_score=True)
+    thresholds = [0.9, 0.3, 0.5, 0.5, 1.0, 0.7]  # unsorted, one repeated
+    result = average_recall(gt, proposals, thresholds, max_avg_proposals=5)
+    recall, _ = average_recall_curve(gt, proposals, thresholds, 5)
+    np.testing.assert_array_equal(result.recall, recall)
+    assert result.recall[1, -1] > result.recall[0, -1]  # 0.3 recalls more than 0.9

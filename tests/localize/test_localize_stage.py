@@ -23,9 +23,9 @@ from backbone.weights import save_checkpoint
 from configs.schema import Config
 from data.mp4 import write_mp4
 from data.video import VideoReader
-from evaluation.submission import load_ek100_submission
 from formats.failures import read_failures
 from formats.feature_writer import FeatureWriter
+from formats.submission import load_ek100_submission
 from localize.stage import run_classify
 from runstate.paths import RunPaths
 from runstate.runtime import PartialFailure

@@ -5,16 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.submission import SubmissionError, load_ek100_submission, load_hacs_submission
 from formats.failures import FailureList, read_failures
-from localize.detections import Detections
-from localize.submission import (
+from formats.submission import (
+    SubmissionError,
     ek100_entries,
     ek100_submission,
     hacs_entries,
     hacs_submission,
+    load_ek100_submission,
+    load_hacs_submission,
     write_submission,
 )
+from localize.detections import Detections
 from runstate.journal import Journal
 
 EK_CLASSES = {"verb": ["take", "put", "open"], "noun": ["cup", "pan"]}

@@ -3,13 +3,13 @@ import math
 import numpy as np
 import pytest
 
+from formats.proposals import proposal_list
 from proposals.bm_layer import bm_valid_mask
 from proposals.postprocess import (
     VideoScores,
     candidate_boundaries,
     postprocess_video,
     postprocess_videos,
-    proposal_list,
     score_proposals,
     soft_nms,
 )

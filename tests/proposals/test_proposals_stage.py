@@ -17,7 +17,7 @@ from bmn_stage_helpers import (
 import proposals.stage
 from data.dataset import load_dataset
 from evaluation.proposal import average_recall
-from evaluation.submission import load_proposals
+from formats.proposals import load_proposals
 from proposals.stage import run_bmn
 from proposals.train import load_bmn, read_bmn_checkpoint
 from runstate.paths import RunPaths

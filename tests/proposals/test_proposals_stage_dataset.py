@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from formats.feature_writer import FeatureWriter
+from formats.proposals import write_proposals_json
 from proposals.dataset import BMNInputs, read_videos
-from proposals.infer import LossMeter, PostprocessSettings, predict_proposals, write_proposals_json
+from proposals.infer import LossMeter, PostprocessSettings, predict_proposals
 from proposals.inputs import rescale_to_fixed_length
 from proposals.targets import bmn_targets
 

@@ -11,7 +11,7 @@ from bmn_stage_helpers import write_synthetic_features
 from testkit import tiny_config
 
 from data.dataset import load_dataset
-from evaluation.submission import load_proposals
+from formats.proposals import load_proposals
 
 REPO = Path(__file__).resolve().parents[2]
 

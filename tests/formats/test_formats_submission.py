@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.submission import (
+from formats.proposals import load_proposals
+from formats.submission import (
     SubmissionError,
     ek100_predictions,
     hacs_predictions,
     load_ek100_submission,
-    load_proposals,
     read_json,
 )
 
