@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as pipeline.py: before torch loads OpenMP
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,11 +46,12 @@ from configs.load import load_config  # noqa: E402
 from data.dataset import load_dataset  # noqa: E402
 from data.video import VideoReader  # noqa: E402
 from features.decode import ClipBatch, ClipBatchDataset, ClipSampling  # noqa: E402
-from features.extract import load_extraction_model, model_threads, store_attrs  # noqa: E402
+from features.extract import load_extraction_model, store_attrs  # noqa: E402
 from features.loop import ClipEncoder, extract_videos  # noqa: E402
 from features.sources import sources_from_table  # noqa: E402
 from features.windows import clip_grid  # noqa: E402
 from formats.feature_writer import FeatureWriter  # noqa: E402
+from runstate.runtime import model_threads  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -62,7 +61,7 @@ from formats.feature_shards import assign_shards, done_marker, merge_extraction,
 from formats.feature_writer import FeatureWriter
 from formats.features import FeatureStoreMismatch, check_store, compatible_complete_ids
 from runstate.paths import RunPaths
-from runstate.runtime import DistributedContext, PartialFailure, barrier, init_distributed, set_threads
+from runstate.runtime import DistributedContext, PartialFailure, barrier, init_distributed, model_threads, set_threads
 from runstate.stamp import check_complete, clear, file_sha256, fingerprint, mark_complete
 
 log = logging.getLogger(__name__)
@@ -266,19 +265,6 @@ def _wait_for_markers(markers: list[Path], poll_sec: float = 1.0) -> None:
             log.info("extract: waiting for %d ranks (%.0f s)", len(missing), time.monotonic() - start)
             last_report = time.monotonic()
         time.sleep(poll_sec)
-
-
-def model_threads(num_threads: int, num_workers: int, device: str) -> int:
-    """Torch threads of the model: ``runtime.num_threads``, or when that is 0 (torch's default) on the CPU,
-    torch's default capped at the cores the decode workers leave free.
-
-    A decode worker competing with the model's threads for a core stalls them all at every
-    synchronisation point of the parallel kernels, which costs more than the worker's share.
-    """
-    if num_threads > 0 or device != "cpu" or num_workers == 0:
-        return num_threads
-    free_cores = len(os.sched_getaffinity(0)) - num_workers
-    return min(torch.get_num_threads(), max(1, free_cores))
 
 
 def _log_summary(summary: ExtractSummary, num_skipped: int, total: int, where: str) -> None:

@@ -104,6 +104,21 @@ def set_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
+def model_threads(num_threads: int, num_workers: int, device: str) -> int:
+    """Torch threads of the model (finetune, extract): ``runtime.num_threads``, or when that is 0 on the
+    CPU, torch's default capped at the cores the decode workers leave free.
+
+    A decode worker competing with the model's threads for a core stalls them all at every
+    synchronisation point of the parallel kernels, which costs more than the worker's share.
+    """
+    if num_threads > 0 or device != "cpu" or num_workers == 0:
+        return num_threads
+    import torch
+
+    free_cores = len(os.sched_getaffinity(0)) - num_workers
+    return min(torch.get_num_threads(), max(1, free_cores))
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as pipeline.py: before torch loads OpenMP
 
 import pytest
 from testkit import EK100_DIR
