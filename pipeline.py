@@ -66,15 +66,17 @@ STAGE_FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "bmn": ("proposals.stage", "run_bmn", "train BMN, write proposals.json"),
     "classify": ("localize.stage", "run_classify", "classify proposals, write submission.json"),
     "eval": ("evaluation.stage", "run_eval", "average mAP and AR@AN, metrics.json and report"),
-    # run by name, not part of --stage all
+}
+assert tuple(STAGE_FUNCTIONS) == STAGES
+# Run by name, not part of --stage all: they use a trained run.
+NAMED_STAGES: dict[str, tuple[str, str, str]] = {
     "detect": ("detect.stage", "run_detect", "a trained run on new videos: detections.json/.csv, viewer.html"),
     "export": ("detect.model", "run_export", "the trained run in one file: export/model.pt"),
 }
-assert tuple(STAGE_FUNCTIONS)[:len(STAGES)] == STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    stage_help = "\n".join(f"  {name:<9} {line}" for name, (_, _, line) in STAGE_FUNCTIONS.items())
+    stage_help = "\n".join(f"  {name:<9} {line}" for name, (_, _, line) in {**STAGE_FUNCTIONS, **NAMED_STAGES}.items())
     parser = argparse.ArgumentParser(
         prog="pipeline.py",
         description="TAda2D temporal action localization: videos in, scored detections out.",
@@ -86,14 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None,
                         help=f"YAML config (default: {DEFAULT_CONFIG}; for --stage detect with detect.model=model.pt, "
                              "the settings inside model.pt)")
-    parser.add_argument("--stage", required=True, choices=[*STAGE_FUNCTIONS, "all"], help="which stage to run")
+    parser.add_argument("--stage", required=True, choices=[*STAGE_FUNCTIONS, *NAMED_STAGES, "all"],
+                        help="which stage to run")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return parser
 
 
 def run_stage(stage: str, cfg: Config, paths: RunPaths) -> None:
     """Run one stage under its lock, logging to ``logs/<stage>.log`` (raises ``LockHeld`` when running)."""
-    module, function, _ = STAGE_FUNCTIONS[stage]
+    module, function, _ = {**STAGE_FUNCTIONS, **NAMED_STAGES}[stage]
     stage_function = _import_stage(module, function)
     with stage_lock(paths.lock_file(stage), stage, cfg.runtime.device):
         handler = setup_logging(paths.log_file(stage), rank=_rank())
