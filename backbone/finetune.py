@@ -49,7 +49,6 @@ from runstate.runtime import (
     barrier,
     broadcast,
     init_distributed,
-    model_threads,
     progress,
     set_threads,
 )
@@ -119,8 +118,8 @@ def _fingerprint(cfg: Config, annotations: Annotations) -> str:
 
 def run_finetune(cfg: Config, paths: RunPaths) -> None:
     """Train, validate every epoch, checkpoint every epoch, keep the best; resume if interrupted."""
+    set_threads(cfg.runtime.num_threads)
     ctx = init_distributed(cfg.runtime.device)
-    set_threads(model_threads(cfg.runtime.num_threads, cfg.runtime.num_workers, ctx.device))
     annotations = load_dataset(cfg)
     digest = _fingerprint(cfg, annotations)
     stamp_check = stamp.check_complete(paths.backbone_dir, digest)
