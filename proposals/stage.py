@@ -117,7 +117,7 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
     device = torch.device(ctx.device)
     torch.manual_seed(seed)
     bare_model = BMN(**model_args).to(device)
-    # the only buffer, the BM sampling weights, is a constant: no syncing at every forward
+    # the only buffers, the BM sampling constants, never change: no syncing at every forward
     model = bare_model
     if ctx.distributed:
         device_ids = [ctx.local_rank] if device.type == "cuda" else None

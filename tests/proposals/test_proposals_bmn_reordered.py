@@ -1,0 +1,131 @@
+"""BMN's reordered formulation (projection, then sparse sampling) equals the materialised one.
+
+The reference is the plainly written original order: ``BoundaryMatchingLayer`` builds the
+sampled map ``(B, H1, N, D, T)`` and ``nn.Conv3d`` collapses its sample axis. Both models share
+one state dict, so every comparison is of the same network computed two ways.
+"""
+
+import pytest
+import torch
+
+from proposals.bmn import BMN
+
+# (T, feature_dim, hidden_1d, hidden_2d, hidden_3d, num_sample, num_sample_perbin, prop_boundary_ratio, max_duration)
+SIZES = [
+    (16, 16, 8, 4, 6, 4, 3, 0.5, None),
+    (24, 32, 12, 8, 10, 8, 2, 0.25, 10),  # max_duration < T
+    (19, 20, 8, 4, 5, 5, 1, 0.0, 19),  # max_duration == T given explicitly, no context
+    (40, 64, 16, 8, 12, 32, 3, 0.5, None),  # BMN's sampling (32 x 3)
+    (33, 16, 8, 6, 7, 3, 3, 0.5, 1),  # one duration only
+]
+
+
+def build_pair(size, dtype, device="cpu", seed=0):
+    """The same random BMN in both formulations, ``(reordered, materialised)``."""
+    temporal_scale, feature_dim, hidden_1d, hidden_2d, hidden_3d, num_sample, per_bin, ratio, max_duration = size
+    model_args = dict(temporal_scale=temporal_scale, feature_dim=feature_dim, hidden_1d=hidden_1d,
+                      hidden_2d=hidden_2d, hidden_3d=hidden_3d, num_sample=num_sample,
+                      num_sample_perbin=per_bin, prop_boundary_ratio=ratio, max_duration=max_duration)
+    torch.manual_seed(seed)
+    materialised = BMN(**model_args, formulation="materialised")
+    reordered = BMN(**model_args, formulation="reordered")
+    reordered.load_state_dict(materialised.state_dict())  # strict: the same keys and shapes
+    return reordered.to(device, dtype), materialised.to(device, dtype)
+
+
+def outputs_and_gradients(model, features, output_weights):
+    """``{name: tensor}``: the three outputs, and the gradients of a fixed random linear
+    function of them with respect to the input and every parameter."""
+    features = features.clone().requires_grad_(True)
+    model.zero_grad()
+    confidence_map, start, end = model(features)
+    objective = sum((output * weight).sum() for output, weight in zip((confidence_map, start, end), output_weights))
+    objective.backward()
+    result = {"confidence_map": confidence_map.detach(), "start": start.detach(), "end": end.detach(),
+              "grad features": features.grad}
+    for name, parameter in model.named_parameters():
+        result[f"grad {name}"] = parameter.grad
+    return result
+
+
+def relative_difference(actual, expected):
+    """``max |actual - expected| / max |expected|`` (0 when both are zero)."""
+    scale = expected.abs().max().item()
+    difference = (actual - expected).abs().max().item()
+    return difference / scale if scale > 0 else difference
+
+
+def compare_formulations(size, dtype, tolerance, device="cpu", batch=3):
+    reordered, materialised = build_pair(size, dtype, device)
+    temporal_scale, feature_dim = size[0], size[1]
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(batch, feature_dim, temporal_scale, generator=generator, dtype=torch.float64)
+    num_durations = size[-1] or temporal_scale
+    output_weights = [
+        torch.randn(shape, generator=generator, dtype=torch.float64).to(device, dtype)
+        for shape in ((batch, 2, num_durations, temporal_scale), (batch, temporal_scale), (batch, temporal_scale))
+    ]
+    features = features.to(device, dtype)
+    fast = outputs_and_gradients(reordered, features, output_weights)
+    reference = outputs_and_gradients(materialised, features, output_weights)
+    assert fast.keys() == reference.keys()
+    assert "grad proposal_3d.0.weight" in fast and "grad proposal_3d.0.bias" in fast
+    for name, expected in reference.items():
+        actual = fast[name]
+        assert actual is not None and expected is not None, f"{name}: no gradient"
+        assert actual.shape == expected.shape, name
+        assert expected.abs().max() > 0, f"{name}: the reference is all zero, the comparison would prove nothing"
+        assert relative_difference(actual, expected) <= tolerance, (
+            f"{name}: relative difference {relative_difference(actual, expected):.2e} > {tolerance:.0e}"
+        )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_reordered_equals_materialised_float64(size):
+    compare_formulations(size, torch.float64, tolerance=1e-10)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_reordered_equals_materialised_float32(size):
+    compare_formulations(size, torch.float32, tolerance=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("size", SIZES[1::2])
+def test_reordered_equals_materialised_cuda(size):
+    compare_formulations(size, torch.float64, tolerance=1e-10, device="cuda")
+    # TF32 would round both formulations' float32 products to 10 mantissa bits
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            compare_formulations(size, torch.float32, tolerance=1e-5, device="cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
+def test_formulations_share_the_state_dict_and_keep_the_sampling_out_of_it():
+    reordered, materialised = build_pair(SIZES[1], torch.float32)
+    reordered_state, materialised_state = reordered.state_dict(), materialised.state_dict()
+    assert list(reordered_state) == list(materialised_state)
+    # the 3D convolution's weight keeps the Conv3d layout (H3, H1, N, 1, 1) in both
+    assert reordered_state["proposal_3d.0.weight"].shape == (10, 12, 8, 1, 1)
+    assert not any(key.startswith(("bm_conv.", "bm_layer.")) for key in reordered_state)
+    csr_arrays = ("row_starts", "columns", "values")
+    assert {name for name, _ in reordered.named_buffers()} == {
+        f"bm_conv.{matrix}_{part}" for matrix in ("sampling", "transposed") for part in csr_arrays
+    }
+    # a materialised model loads a reordered model's weights and computes the same maps
+    materialised.load_state_dict(reordered_state)
+    features = torch.randn(2, 32, 24)
+    for fast, reference in zip(reordered.eval()(features), materialised.eval()(features)):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_reordered_model_moves_between_dtypes():
+    """``.double()`` converts the sampling values (a float buffer) but not the CSR indices."""
+    reordered, _ = build_pair(SIZES[0], torch.float64)
+    assert reordered.bm_conv.sampling_values.dtype == torch.float64
+    assert reordered.bm_conv.sampling_columns.dtype == torch.int32
+    confidence_map, _, _ = reordered(torch.randn(1, 16, 16, dtype=torch.float64))
+    assert confidence_map.dtype == torch.float64
