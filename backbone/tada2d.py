@@ -17,6 +17,20 @@ the same weights.
 
 Frames stay folded into the batch axis, ``(B*T, C, H, W)`` clip-major and frame-minor, from the stem
 to the final pooling; blocks get ``num_frames`` to unfold them when they look along time.
+
+What TAda2D costs over R2D is elementwise work over whole feature maps (the route function's spatial
+mean and the per-frame input scaling before each TAdaConv, the temporal pooling, BN2 and the sum after
+it) plus the route function's small ops on ``(B, C, T)`` descriptors. Two exact rewrites cut it:
+
+* inference (autograd off, BNs in eval mode; ``TAda2D.set_fast_inference``): eq. 7 becomes one
+  per-channel 3-tap temporal filter (``aggregate_relu_inference``, 4 passes instead of 7), and the
+  scaling overwrites the block's own scratch tensor instead of allocating a copy;
+* training: the pooling's backward is the same pooling of the gradient (``_TemporalAvgPool3``), the
+  route's mean passes its gradient as a broadcast view, and BN1 is recorded after BN2 so that the two
+  gradients for the conv output are summed in place.
+
+The plain inference path stays (``set_fast_inference(False)``; also taken whenever autograd is on);
+the tests compare it, and the training gradients, with plainly written references.
 """
 
 import torch
@@ -35,6 +49,44 @@ RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
+def _shift_sum3(frames: Tensor, num_frames: int) -> Tensor:
+    """``(frames[t-1] + frames[t] + frames[t+1]) / 3`` per clip, zero beyond the clip's ends.
+
+    Args:
+        frames: ``(B*T, C, H, W)``, clip-major, frame-minor (any memory format).
+        num_frames: T.
+
+    Returns:
+        ``(B*T, C, H, W)``, a new tensor in the memory format of ``frames``.
+    """
+    clips = frames.reshape(-1, num_frames, *frames.shape[1:])  # (B*T, C, H, W) -> (B, T, C, H, W)
+    pooled = clips * (1.0 / 3.0)
+    pooled[:, 1:].add_(clips[:, :-1], alpha=1.0 / 3.0)  # frame t gets frame t-1
+    pooled[:, :-1].add_(clips[:, 1:], alpha=1.0 / 3.0)  # frame t gets frame t+1
+    return pooled.reshape(frames.shape)  # (B, T, C, H, W) -> (B*T, C, H, W), a view
+
+
+class _TemporalAvgPool3(torch.autograd.Function):
+    """``_shift_sum3`` with a backward that is ``_shift_sum3`` of the gradient.
+
+    The pooling is linear, ``pooled = P @ frames`` along time with ``P`` the tridiagonal T x T
+    matrix of 1/3 (zero padding), and ``P`` is symmetric, so the gradient is ``P.T @ grad = P @ grad``.
+    Autograd through the in-place slice additions would instead build zero-filled full-size gradients
+    for each slice (``slice_backward``) and copy them about (``CopySlices``): a training step spent
+    several extra passes over every block's output there.
+    """
+
+    @staticmethod
+    def forward(ctx, frames: Tensor, num_frames: int) -> Tensor:
+        ctx.num_frames = num_frames
+        return _shift_sum3(frames, num_frames)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        # Through apply, so that the gradient is itself differentiable (double backward).
+        return _TemporalAvgPool3.apply(grad, ctx.num_frames), None
+
+
 def temporal_avg_pool3(frames: Tensor, num_frames: int) -> Tensor:
     """Average of frames t-1, t, t+1, for every frame of every clip.
 
@@ -42,7 +94,8 @@ def temporal_avg_pool3(frames: Tensor, num_frames: int) -> Tensor:
     ``count_include_pad=True``: the missing neighbour of the first and last frame counts as a zero
     and the sum is always divided by 3. Done as a shift-and-sum on folded frames: no transpose to
     (B, C, T, H, W), and on CPU far cheaper than ``F.avg_pool3d`` (a prototype's training step went
-    from 2.5x to 1.3x TSN's time with this change).
+    from 2.5x to 1.3x TSN's time with this change); its backward is the same pooling of the gradient
+    (``_TemporalAvgPool3``).
 
     Args:
         frames: ``(B*T, C, H, W)``, clip-major, frame-minor.
@@ -51,11 +104,55 @@ def temporal_avg_pool3(frames: Tensor, num_frames: int) -> Tensor:
     Returns:
         ``(B*T, C, H, W)``.
     """
-    clips = frames.reshape(-1, num_frames, *frames.shape[1:])  # (B*T, C, H, W) -> (B, T, C, H, W)
-    pooled = clips * (1.0 / 3.0)
-    pooled[:, 1:].add_(clips[:, :-1], alpha=1.0 / 3.0)  # frame t gets frame t-1
-    pooled[:, :-1].add_(clips[:, 1:], alpha=1.0 / 3.0)  # frame t gets frame t+1
-    return pooled.view_as(frames)  # (B, T, C, H, W) -> (B*T, C, H, W)
+    if frames.shape[0] % num_frames:
+        raise ValueError(f"temporal_avg_pool3: {frames.shape[0]} frames is not a whole number of "
+                         f"{num_frames}-frame clips")
+    return _TemporalAvgPool3.apply(frames, num_frames)
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """An eval-mode BatchNorm as the per-channel affine map ``bn(x) = x * scale + shift``, both ``(C,)``.
+
+    The same terms as PyTorch's own inference kernel: ``scale = weight / sqrt(running_var + eps)``,
+    ``shift = bias - running_mean * scale``.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def aggregate_relu_inference(
+    out: Tensor, num_frames: int, bn: nn.BatchNorm2d, pool_bn: nn.BatchNorm2d
+) -> Tensor:
+    """``relu(bn(out) + pool_bn(temporal_avg_pool3(out)))`` (eq. 7) for eval-mode BNs, in 4 passes.
+
+    With running statistics both BNs are per-channel affine maps, ``bn(y) = s1 y + b1`` and
+    ``pool_bn(p) = s2 p + b2``, so for frame t (neighbours outside the clip are zero)
+
+        ``bn(y)_t + pool_bn(pool(y))_t = (s1 + s2/3) y_t + (s2/3) (y_{t-1} + y_{t+1}) + (b1 + b2)``
+
+    exactly: one temporal 3-tap filter per channel. That is one multiply-add over ``out``, one per
+    neighbour and the ReLU, instead of BN1, the pooling (3 passes), BN2, the sum and the ReLU.
+    Only the rounding differs from the plain path. No autograd graph is meant to go through it
+    (``_TemporalParts`` uses it with autograd off).
+
+    Args:
+        out: ``(B*T, C, H, W)`` conv output, clip-major, frame-minor.
+        num_frames: T.
+        bn, pool_bn: BN1 and BN2 of eq. 7, in eval mode.
+
+    Returns:
+        ``(B*T, C, H, W)``, in the memory format of ``out``.
+    """
+    scale1, shift1 = _bn_scale_shift(bn)
+    scale2, shift2 = _bn_scale_shift(pool_bn)
+    neighbour_weight = (scale2 / 3.0).view(1, 1, -1, 1, 1)  # (C,) -> (1, 1, C, 1, 1)
+    centre_weight = (scale1 + scale2 / 3.0).view(1, 1, -1, 1, 1)
+    shift = (shift1 + shift2).view(1, 1, -1, 1, 1)
+    clips = out.reshape(-1, num_frames, *out.shape[1:])  # (B*T, C, H, W) -> (B, T, C, H, W)
+    result = torch.addcmul(shift, clips, centre_weight)  # (B, T, C, H, W)
+    result[:, 1:].addcmul_(clips[:, :-1], neighbour_weight)  # frame t gets frame t-1
+    result[:, :-1].addcmul_(clips[:, 1:], neighbour_weight)  # frame t gets frame t+1
+    return torch.relu_(result).reshape(out.shape)  # (B, T, C, H, W) -> (B*T, C, H, W)
 
 
 def _batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm2d:
@@ -73,7 +170,14 @@ class _TemporalParts:
     A block calls ``_build_spatial(...)`` once and ``_spatial_forward(...)`` in ``forward``; the
     conv and its BN keep the block's own torchvision names, ``route`` and ``pool_bn`` are added
     (``None`` when switched off).
+
+    ``fast_inference`` (default True) lets a block take the inference path when autograd is off
+    and its BNs are in eval mode: the calibration scales a scratch input in place and eq. 7 runs as
+    ``aggregate_relu_inference``. Both are exact rewrites (only the rounding differs); switching it
+    off (``TAda2D.set_fast_inference(False)``) runs the plain path, which the tests compare with.
     """
+
+    fast_inference: bool = True
 
     def _build_spatial(
         self, in_channels: int, out_channels: int, stride: int, adaptive: bool, aggregate: bool,
@@ -91,16 +195,31 @@ class _TemporalParts:
         self.pool_bn = _batch_norm(out_channels, zero_init=True) if aggregate else None
         return conv, _batch_norm(out_channels)
 
-    def _spatial_forward(self, x: Tensor, num_frames: int, conv: nn.Module, bn: nn.BatchNorm2d) -> Tensor:
-        """``(B*T, Cin, H, W)`` -> ``(B*T, Cout, H', W')``: conv -> BN (+ BN2(temporal pool)) -> ReLU."""
+    def _spatial_forward(
+        self, x: Tensor, num_frames: int, conv: nn.Module, bn: nn.BatchNorm2d, x_is_scratch: bool = False
+    ) -> Tensor:
+        """``(B*T, Cin, H, W)`` -> ``(B*T, Cout, H', W')``: conv -> BN (+ BN2(temporal pool)) -> ReLU.
+
+        ``x_is_scratch``: the caller no longer needs ``x``, so the inference path may overwrite it.
+        """
+        inference = (
+            self.fast_inference and not torch.is_grad_enabled() and not bn.training
+            and (self.pool_bn is None or not self.pool_bn.training)
+        )
         if self.route is not None:
-            out = conv.forward_folded(x, self.route.forward_folded(x, num_frames))
+            alpha = self.route.forward_folded(x, num_frames)  # (B*T, Cin, 1, 1)
+            out = conv.forward_folded(x, alpha, scale_in_place=inference and x_is_scratch)
         else:
             out = conv(x)
         if self.pool_bn is None:
             return torch.relu_(bn(out))
-        # In place on BN1's output: BN's backward needs its input, not its output.
-        return torch.relu_(bn(out).add_(self.pool_bn(temporal_avg_pool3(out, num_frames))))
+        if inference:
+            return aggregate_relu_inference(out, num_frames, bn, self.pool_bn)
+        # In place on BN2's output: BN's backward needs its input, not its output. BN1 comes last on
+        # purpose: autograd runs the last-recorded consumer of `out` first, and the gradient that
+        # reaches `out` first is the one the other is added into in place, which only works for a
+        # fresh tensor such as BN1's gradient (not the pooling's, which comes back through Python).
+        return torch.relu_(self.pool_bn(temporal_avg_pool3(out, num_frames)).add_(bn(out)))
 
 
 class BasicBlock(_TemporalParts, nn.Module):
@@ -155,7 +274,7 @@ class Bottleneck(_TemporalParts, nn.Module):
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """``(B*T, Cin, H, W)`` -> ``(B*T, 4*planes, H/stride, W/stride)``."""
         out = torch.relu_(self.bn1(self.conv1(x)))
-        out = self._spatial_forward(out, num_frames, self.conv2, self.bn2)
+        out = self._spatial_forward(out, num_frames, self.conv2, self.bn2, x_is_scratch=True)
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return torch.relu_(out + identity)
@@ -189,7 +308,8 @@ class TAda2D(nn.Module):
         dropout: dropout probability before the heads (only active in training mode).
 
     ``forward(video (B, 3, T, H, W)) -> (logits {head: (B, K)}, feature (B, D))``, with
-    ``D = 8 * width * expansion`` (2048 for ResNet-50).
+    ``D = 8 * width * expansion`` (2048 for ResNet-50). Under ``torch.no_grad`` / ``inference_mode``
+    in eval mode the blocks take their exact inference rewrites unless ``set_fast_inference(False)``.
     """
 
     def __init__(
@@ -259,6 +379,12 @@ class TAda2D(nn.Module):
         for head in self.heads.values():
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
+
+    def set_fast_inference(self, enabled: bool) -> None:
+        """Switches the blocks' exact inference rewrites on (the default) or off (the plain path)."""
+        for stage in self.stages:
+            for block in stage:
+                block.fast_inference = bool(enabled)
 
     @property
     def stages(self) -> list[nn.ModuleList]:

@@ -57,6 +57,42 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     return pair
 
 
+class _ScaleChannels(torch.autograd.Function):
+    """``frames * alpha`` for ``frames (N, C, H, W)`` and ``alpha (N, C, 1, 1)``, with a leaner backward.
+
+    The gradients are ``grad * alpha`` for the frames and ``sum over H, W of grad * frames`` for alpha.
+    Autograd's own multiply allocates a full-size tensor for each; here the product for alpha is formed
+    first and its buffer then receives the frames' gradient, so one allocation the size of the
+    TAdaConv input goes per block and step (above glibc's mmap threshold, 32 MB, every such allocation
+    is fresh pages: about 20 ms each in res2's first block at 8 clips of 8x112x112). Same values.
+    """
+
+    @staticmethod
+    def forward(ctx, frames: Tensor, alpha: Tensor) -> Tensor:
+        ctx.save_for_backward(frames, alpha)
+        return frames * alpha
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        frames, alpha = ctx.saved_tensors
+        frames_needs_grad, alpha_needs_grad = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: stay differentiable, no out= buffers
+            return (grad * alpha if frames_needs_grad else None,
+                    (grad * frames).sum(dim=(2, 3), keepdim=True) if alpha_needs_grad else None)
+        grad_alpha = None
+        buffer = None
+        if alpha_needs_grad:
+            buffer = torch.mul(grad, frames)  # (N, C, H, W)
+            grad_alpha = buffer.sum(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
+        grad_frames = None
+        if frames_needs_grad:
+            if buffer is not None and buffer.dtype == torch.result_type(grad, alpha):
+                grad_frames = torch.mul(grad, alpha, out=buffer)
+            else:
+                grad_frames = grad * alpha
+        return grad_frames, grad_alpha
+
+
 class TAdaConv2d(nn.Module):
     """Temporally-adaptive 2D convolution, frame by frame with per-frame calibrated kernels.
 
@@ -157,12 +193,15 @@ class TAdaConv2d(nn.Module):
         # (B*T, Cout, H', W') -> (B, T, Cout, H', W') -> (B, Cout, T, H', W')
         return out.view(batch, num_frames, *out.shape[1:]).transpose(1, 2)
 
-    def forward_folded(self, frames: Tensor, alpha: Tensor) -> Tensor:
+    def forward_folded(self, frames: Tensor, alpha: Tensor, scale_in_place: bool = False) -> Tensor:
         """The same op on frames folded into the batch axis.
 
         Args:
             frames: ``(N, Cin, H, W)`` with ``N = B*T`` (any order, as long as ``alpha`` matches).
             alpha: ``(N, C_cal, 1, 1)``: row ``n`` calibrates the kernel used for frame ``n``.
+            scale_in_place: with ``cal_dim="cin"``, scale ``frames`` in place instead of into a new
+                tensor (inference, when the caller no longer needs ``frames``: it saves allocating
+                and writing one more input-sized tensor). Refused when autograd records the op.
 
         Returns:
             ``(N, Cout, H', W')``.
@@ -184,8 +223,13 @@ class TAdaConv2d(nn.Module):
                 # Official grouped semantics: factor j is shared by input channel j of every group.
                 # (N, Cin/groups, 1, 1) -> (N, Cin, 1, 1), channel g*Cin/groups + j <- factor j
                 alpha = alpha.repeat(1, self.groups, 1, 1)
-            return F.conv2d(frames * alpha, self.weight, self.bias, **conv_args)
-        out = F.conv2d(frames, self.weight, None, **conv_args) * alpha
+            if scale_in_place:
+                if torch.is_grad_enabled() and (frames.requires_grad or alpha.requires_grad):
+                    raise ValueError("TAdaConv2d.forward_folded: scale_in_place needs autograd off "
+                                     "(the scaling's backward needs the unscaled frames)")
+                return F.conv2d(frames.mul_(alpha), self.weight, self.bias, **conv_args)
+            return F.conv2d(_ScaleChannels.apply(frames, alpha), self.weight, self.bias, **conv_args)
+        out = _ScaleChannels.apply(F.conv2d(frames, self.weight, None, **conv_args), alpha)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
         return out
@@ -196,6 +240,47 @@ class TAdaConv2d(nn.Module):
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
             f"bias={self.bias is not None}, cal_dim={self.cal_dim!r}"
         )
+
+
+class _SpatialMean(torch.autograd.Function):
+    """``frames.mean(dim=(2, 3))`` for ``(N, C, H, W)`` frames, with a gradient that stays a broadcast view.
+
+    Autograd's own mean backward writes its gradient out at full size (``grad / (H*W)`` expanded,
+    then divided element by element), one more pass and allocation the size of the TAdaConv input
+    per block and step. Here the gradient is divided at ``(N, C)`` size and expanded without a copy;
+    autograd adds it into the calibration's gradient for the same tensor. Same values, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, frames: Tensor) -> Tensor:
+        ctx.frame_shape = frames.shape
+        return frames.mean(dim=(2, 3))  # (N, C, H, W) -> (N, C)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        num, channels, height, width = ctx.frame_shape
+        # (N, C) -> (N, C, 1, 1) -> (N, C, H, W), a stride-0 view
+        return (grad / (height * width))[:, :, None, None].expand(num, channels, height, width)
+
+
+def _temporal_conv(frames: Tensor, conv: nn.Conv1d) -> Tensor:
+    """``conv`` along time on ``frames (B, T, C_in)`` -> ``(B, T, C_out)``, written as one matmul.
+
+    The same as ``conv(frames.transpose(1, 2)).transpose(1, 2)`` for an odd kernel k with k // 2
+    zero padding on each side: row ``(b, t)`` of the window matrix holds frames t - k//2 .. t + k//2,
+    channel-major like the weight's ``(C_out, C_in, k)`` layout. On the route function's small
+    inputs ``F.conv1d`` opens one or two thread-pool regions per call (more in its backward), each
+    of which waits for every thread; one matmul opens at most one, which is what counts when the
+    cores are shared with other processes.
+    """
+    batch, num_frames, channels = frames.shape
+    k = conv.kernel_size[0]
+    # (B, T, C) -> (B, C, T) -> (B, C, T + k - 1), zero-padded -> (B, C, T, k) windows (a view)
+    windows = F.pad(frames.transpose(1, 2), (k // 2, k // 2)).unfold(2, k, 1)
+    # (B, C, T, k) -> (B, T, C, k) -> (B*T, C*k)
+    columns = windows.permute(0, 2, 1, 3).reshape(batch * num_frames, channels * k)
+    out = F.linear(columns, conv.weight.reshape(conv.out_channels, -1), conv.bias)  # (B*T, C_out)
+    return out.view(batch, num_frames, -1)  # (B*T, C_out) -> (B, T, C_out)
 
 
 class RouteFunction(nn.Module):
@@ -210,6 +295,11 @@ class RouteFunction(nn.Module):
 
     Because the last conv starts at zero, ``alpha`` is exactly 1 at initialisation and TAdaConv
     starts as the plain convolution (so ImageNet and R2D weights keep their meaning).
+
+    The descriptors are tiny (``B*T`` rows of C numbers), so what this costs is the number of ops, not
+    their arithmetic: the temporal convs run as one matmul each on frame rows (``_temporal_conv``;
+    the ``nn.Conv1d`` modules hold the weights), the hidden BN in eval mode as its affine map, and the
+    spatial mean passes its gradient as a broadcast view (``_SpatialMean``).
 
     Args:
         channels: C, channels of the features read (those of the TAdaConv's input for ``cin``).
@@ -258,11 +348,28 @@ class RouteFunction(nn.Module):
 
     def from_descriptors(self, frame_descriptors: Tensor) -> Tensor:
         """``(B, C, T)`` per-frame spatial averages -> ``(B, C, T)`` calibration factors."""
+        # (B, C, T) -> (B, T, C) -> alpha (B, T, C) -> (B, C, T)
+        return self.from_frame_rows(frame_descriptors.transpose(1, 2)).transpose(1, 2)
+
+    def from_frame_rows(self, descriptors: Tensor) -> Tensor:
+        """The same on ``(B, T, C)`` descriptors (one row per frame) -> ``(B, T, C)`` alpha."""
         # The spatio-temporal mean equals the mean over frames of the spatial means (equal-size frames).
-        global_descriptor = self.global_linear(frame_descriptors.mean(dim=2))  # (B, C)
-        hidden = self.conv_reduce(frame_descriptors + global_descriptor.unsqueeze(2))  # (B, C/r, T)
-        hidden = self.relu(self.bn(hidden))
-        return self.conv_expand(hidden) + 1.0  # (B, C, T)
+        global_descriptor = self.global_linear(descriptors.mean(dim=1))  # (B, C)
+        hidden = _temporal_conv(descriptors + global_descriptor.unsqueeze(1), self.conv_reduce)  # (B, T, C/r)
+        hidden = self.relu(self._normalise_hidden(hidden))
+        return _temporal_conv(hidden, self.conv_expand) + 1.0  # (B, T, C)
+
+    def _normalise_hidden(self, hidden: Tensor) -> Tensor:
+        """The hidden BatchNorm on ``(B, T, C/r)``: statistics per channel over B and T, as over (B, C/r, T).
+
+        With running statistics (eval mode) it is applied as its per-channel affine map, a few
+        elementwise ops on a tensor this small, instead of ``F.batch_norm``, which opens a thread-pool
+        region per call.
+        """
+        if self.bn.training or not self.bn.track_running_stats:
+            return self.bn(hidden.reshape(-1, hidden.shape[2])).view_as(hidden)  # (B*T, C/r) rows
+        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)  # (C/r,)
+        return torch.addcmul(self.bn.bias - self.bn.running_mean * scale, hidden, scale)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, T, H, W)`` features -> ``(B, C, T, 1, 1)`` alpha, the official op's layout."""
@@ -280,8 +387,7 @@ class RouteFunction(nn.Module):
                 f"RouteFunction.forward_folded: frames must be (B*{num_frames}, {self.channels}, H, W), "
                 f"got {tuple(frames.shape)}"
             )
-        # (B*T, C, H, W) -> (B*T, C) -> (B, T, C) -> (B, C, T)
-        descriptors = frames.mean(dim=(2, 3)).view(-1, num_frames, self.channels).transpose(1, 2)
-        alpha = self.from_descriptors(descriptors)
-        # (B, C, T) -> (B, T, C) -> (B*T, C, 1, 1)
-        return alpha.transpose(1, 2).reshape(-1, self.channels, 1, 1)
+        # (B*T, C, H, W) -> (B*T, C) -> (B, T, C)
+        descriptors = _SpatialMean.apply(frames).view(-1, num_frames, self.channels)
+        alpha = self.from_frame_rows(descriptors)
+        return alpha.view(-1, self.channels, 1, 1)  # (B, T, C) -> (B*T, C, 1, 1)

@@ -1,17 +1,28 @@
 """Benchmark: TAdaConv2d against a per-sample grouped convolution and a plain Conv2d, and TAda2D-R50
-against R2D-R50 (time, parameters, FLOPs), all measured in this one process.
+against R2D-R50 (inference time, training-step time, parameters, FLOPs), all measured in this one process.
 
-    python bench/tadaconv.py [--repeats 5] [--threads N]
+    python bench/tadaconv.py [--repeats 7] [--train-repeats 5] [--threads 2] [--skip-layer] [--skip-train]
 
 Prints ratios against the baseline measured in the same run; never used as a test threshold.
-Times are medians over ``--repeats`` runs, the compared variants interleaved so that load from
-other processes hits them alike. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``,
-which counts matmuls and convolutions at 2 FLOPs per multiply-add and ignores elementwise work
-(the input scaling, the temporal pooling, BN); the paper's GFLOPs are multiply-adds, so both
-are printed.
+The compared variants run alternately (R2D, TAda2D, R2D, ...) so that load from other processes hits
+them alike; each figure is the median over the runs, and ``pair`` is the median of the ratios of
+neighbouring runs, which drifting load disturbs least. The two figures of issue 14 are printed last:
+
+* inference: forward of one 8x224x224 clip (batch 1) under ``torch.inference_mode``, eval mode;
+* training step: forward, cross-entropy, backward and an AdamW step on a batch of 8 clips of
+  8x112x112, train mode.
+
+TAda2D's inference uses its exact fast path (``TAda2D.set_fast_inference``, the default); the
+plain path is timed too, to show what the rewrite buys. The load average (``os.getloadavg``, as
+``uptime`` prints it) is printed before and after, since the machine is shared.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matmuls and convolutions
+at 2 FLOPs per multiply-add and ignores elementwise work (the input scaling, the temporal pooling,
+BN); the paper's GFLOPs are multiply-adds, so both are printed.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -34,17 +45,34 @@ PAPER_TADA2D_PARAMS_M = 27.5
 PAPER_EXTRA_GFLOPS = 0.02
 
 
-def time_runs(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Wall times (s) of each function over ``repeats`` runs, after one warm-up call each, interleaved."""
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return "load average: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def time_runs(functions: dict[str, Callable[[], object]], repeats: int,
+              cpu_samples: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Wall times (s) of each function over ``repeats`` runs, after one warm-up call each, interleaved.
+
+    ``cpu_samples``, when given, receives the process CPU time (s, all threads) of the same runs:
+    time spent descheduled by other processes does not count there, spinning threads do.
+    """
     for function in functions.values():
         function()
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             function()
             samples[name].append(time.perf_counter() - start)
+            if cpu_samples is not None:
+                cpu_samples.setdefault(name, []).append(time.process_time() - start_cpu)
     return samples
+
+
+def pair_ratio(runs: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over the repeats of ``name``'s time divided by the baseline's time in the same round."""
+    return statistics.median(value / base for value, base in zip(runs[name], runs[baseline]))
 
 
 def median_times(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -105,50 +133,150 @@ def count_flops(model: torch.nn.Module, video: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_models(repeats: int, num_frames: int, size: int) -> None:
+def route_inputs(model: torch.nn.Module, video: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(B, T, C)`` descriptors each route function reads in one inference pass, in block order."""
+    routes = [block.route for stage in model.stages for block in stage]
+    recorded: list[torch.Tensor] = []
+    for route in routes:  # an instance attribute shadows the class's method for this one pass
+        route.from_frame_rows = (lambda rows, route=route: recorded.append(rows)
+                                 or type(route).from_frame_rows(route, rows))
+    try:
+        with torch.inference_mode():
+            model(video)
+    finally:
+        for route in routes:
+            del route.from_frame_rows
+    return recorded
+
+
+def move_off_identity_(model: torch.nn.Module, video: torch.Tensor) -> float:
+    """Moves a fresh TAda2D's calibration and temporal aggregation off the identity; returns max |alpha - 1|.
+
+    At initialisation alpha is exactly 1 and BN2 is zero, which a trained model is not. Each route's
+    last conv is drawn at random and scaled so that ``alpha - 1`` has a standard deviation of 0.05
+    on the descriptors that route reads at the identity (``alpha - 1`` is linear in that weight), and
+    BN2's scale is set to 0.1. Only the values change, not the work done.
+    """
+    routes = [block.route for stage in model.stages for block in stage]
+    with torch.no_grad():
+        for route, rows in zip(routes, route_inputs(model, video)):
+            route.conv_expand.weight.normal_()
+            spread = (route.from_frame_rows(rows) - 1).std().item()
+            route.conv_expand.weight.mul_(0.05 / max(spread, 1e-12))
+        for stage in model.stages:
+            for block in stage:
+                block.pool_bn.weight.fill_(0.1)
+        return max((route.from_frame_rows(rows) - 1).abs().max().item()
+                   for route, rows in zip(routes, route_inputs(model, video)))
+
+
+def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float]:
+    """Inference of one clip, R2D-R50 vs TAda2D-R50 (fast and plain path).
+
+    Returns the TAda2D/R2D ratios of the median wall times and of the median CPU times.
+    """
     torch.manual_seed(0)
     tada = build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
     r2d = build_model("tsn", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
     video = torch.randn(1, 3, num_frames, size, size)  # (B, 3, T, H, W)
+    alpha_spread = move_off_identity_(tada, video)
+    plain_tada = build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
+    plain_tada.load_state_dict(tada.state_dict())
+    plain_tada.set_fast_inference(False)
     with torch.inference_mode():
-        runs = time_runs({"R2D-R50": lambda: r2d(video), "TAda2D-R50": lambda: tada(video)}, repeats)
+        fast_feature, plain_feature = tada(video)[1], plain_tada(video)[1]
+        cpu_runs: dict[str, list[float]] = {}
+        runs = time_runs({"R2D-R50": lambda: r2d(video), "TAda2D-R50": lambda: tada(video),
+                          "TAda2D-R50 plain path": lambda: plain_tada(video)}, repeats, cpu_runs)
     times = {name: statistics.median(values) for name, values in runs.items()}
-    best_ratio = min(runs["TAda2D-R50"]) / min(runs["R2D-R50"])
+    cpu_times = {name: statistics.median(values) for name, values in cpu_runs.items()}
     params = {name: sum(p.numel() for p in model.parameters()) for name, model in
               (("R2D-R50", r2d), ("TAda2D-R50", tada))}
     flops = {"R2D-R50": count_flops(r2d, video), "TAda2D-R50": count_flops(tada, video)}
     paper_params = {"R2D-R50": PAPER_R2D_PARAMS_M, "TAda2D-R50": PAPER_TADA2D_PARAMS_M}
 
-    print(f"\nResNet-50, 400 classes, {num_frames}x{size}x{size}, batch 1, torch.inference_mode, "
-          f"median of {repeats}")
-    print(f"  {'model':12s} {'ms':>8s} {'x R2D':>6s} {'params M':>9s} {'paper M':>8s} "
-          f"{'GFLOPs':>8s} {'GMACs':>7s}")
-    for name in ("R2D-R50", "TAda2D-R50"):
-        print(f"  {name:12s} {times[name] * 1e3:8.1f} {times[name] / times['R2D-R50']:6.3f} "
-              f"{params[name] / 1e6:9.3f} {paper_params[name]:8.1f} {flops[name] / 1e9:8.2f} "
-              f"{flops[name] / 2e9:7.2f}")
+    print(f"\nInference: ResNet-50, 400 classes, {num_frames}x{size}x{size}, batch 1, torch.inference_mode, "
+          f"median of {repeats} ({load_average()})")
+    print(f"  {'model':22s} {'ms':>8s} {'x R2D':>6s} {'pair':>6s} {'cpu ms':>8s} {'x R2D':>6s} {'params M':>9s} "
+          f"{'paper M':>8s} {'GFLOPs':>8s} {'GMACs':>7s}")
+    for name in runs:
+        size_name = "TAda2D-R50" if name.startswith("TAda2D") else name
+        ratio, cpu_ratio = times[name] / times["R2D-R50"], cpu_times[name] / cpu_times["R2D-R50"]
+        print(f"  {name:22s} {times[name] * 1e3:8.1f} {ratio:6.3f} {pair_ratio(runs, name, 'R2D-R50'):6.3f} "
+              f"{cpu_times[name] * 1e3:8.1f} {cpu_ratio:6.3f} {params[size_name] / 1e6:9.3f} "
+              f"{paper_params[size_name]:8.1f} {flops[size_name] / 1e9:8.2f} {flops[size_name] / 2e9:7.2f}")
     extra_params = (params["TAda2D-R50"] - params["R2D-R50"]) / 1e6
     extra_gmacs = (flops["TAda2D-R50"] - flops["R2D-R50"]) / 2e9
     print(f"  TAda2D - R2D: +{extra_params:.2f} M params (paper +3.2 M), +{extra_gmacs:.3f} GMACs "
           f"(paper +{PAPER_EXTRA_GFLOPS} GFLOPs)")
-    print(f"  time TAda2D / R2D: {times['TAda2D-R50'] / times['R2D-R50']:.3f} (medians), "
-          f"{best_ratio:.3f} (fastest runs); aim <= 1.10 on CPU")
+    relative = ((fast_feature - plain_feature).abs().max() / plain_feature.abs().max()).item()
+    print(f"  TAda2D weights moved off the identity: |alpha - 1| up to {alpha_spread:.2f}, BN2 scale 0.1; "
+          f"fast vs plain path: max |feature difference| / max |feature| = {relative:.1e}")
+    return times["TAda2D-R50"] / times["R2D-R50"], cpu_times["TAda2D-R50"] / cpu_times["R2D-R50"]
+
+
+def bench_training(repeats: int, batch: int, num_frames: int, size: int) -> tuple[float, float]:
+    """One optimisation step, R2D-R50 vs TAda2D-R50; returns the wall and CPU TAda2D/R2D ratios (medians)."""
+    torch.manual_seed(0)
+    models = {"R2D-R50": build_model("tsn", depth=50, heads={"label": 400}, num_frames=num_frames),
+              "TAda2D-R50": build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames)}
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.02)
+                  for name, model in models.items()}
+    video = torch.randn(batch, 3, num_frames, size, size)  # (B, 3, T, H, W)
+    labels = torch.randint(0, 400, (batch,))
+
+    def step(name: str) -> None:
+        model, optimizer = models[name].train(), optimizers[name]
+        logits, _ = model(video)
+        loss = F.cross_entropy(logits["label"], labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    cpu_runs: dict[str, list[float]] = {}
+    runs = time_runs({name: (lambda name=name: step(name)) for name in models}, repeats, cpu_runs)
+    times = {name: statistics.median(values) for name, values in runs.items()}
+    cpu_times = {name: statistics.median(values) for name, values in cpu_runs.items()}
+    print(f"\nTraining step: ResNet-50, batch {batch} x {num_frames}x{size}x{size}, forward + backward + AdamW, "
+          f"median of {repeats} ({load_average()})")
+    print(f"  {'model':22s} {'s':>8s} {'x R2D':>6s} {'pair':>6s} {'cpu s':>8s} {'x R2D':>6s}")
+    for name in runs:
+        print(f"  {name:22s} {times[name]:8.2f} {times[name] / times['R2D-R50']:6.3f} "
+              f"{pair_ratio(runs, name, 'R2D-R50'):6.3f} {cpu_times[name]:8.2f} "
+              f"{cpu_times[name] / cpu_times['R2D-R50']:6.3f}")
+    return times["TAda2D-R50"] / times["R2D-R50"], cpu_times["TAda2D-R50"] / cpu_times["R2D-R50"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per model (layer: 4x this)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed inference runs per model (layer: 4x this)")
+    parser.add_argument("--train-repeats", type=int, default=5, help="timed training steps per model")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="inference frame size")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--train-size", type=int, default=112)
+    parser.add_argument("--skip-layer", action="store_true", help="skip the one-layer comparison")
+    parser.add_argument("--skip-train", action="store_true", help="skip the training-step comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_layer(args.repeats)
-    bench_models(args.repeats, args.frames, args.size)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {load_average()}")
+    if not args.skip_layer:
+        bench_layer(args.repeats)
+    inference_ratios = bench_models(args.repeats, args.frames, args.size)
+    train_ratios = None
+    if not args.skip_train:
+        train_ratios = bench_training(args.train_repeats, args.train_batch, args.frames, args.train_size)
+    print(f"\nTAda2D-R50 / R2D-R50 (medians: wall time, CPU time), {torch.get_num_threads()} threads, "
+          f"{load_average()}:")
+    print(f"  inference forward, 1x3x{args.frames}x{args.size}^2: {inference_ratios[0]:.3f}, "
+          f"{inference_ratios[1]:.3f} (aim <= 1.05)")
+    if train_ratios is not None:
+        print(f"  training step, {args.train_batch}x3x{args.frames}x{args.train_size}^2: {train_ratios[0]:.3f}, "
+              f"{train_ratios[1]:.3f} (aim <= 1.10)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from backbone.build import build_model
-from backbone.tada2d import BasicBlock, Bottleneck, TAda2D, temporal_avg_pool3
+from backbone.tada2d import BasicBlock, Bottleneck, TAda2D, aggregate_relu_inference, temporal_avg_pool3
 
 DTYPE = torch.float64
 
@@ -26,6 +26,34 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 tensor.add_(0.1 * noise)
 
 
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Like ``randomize_`` (route and BN2 included), but scaled so that a 16-block ResNet-50 stays finite.
+
+    Kernels keep their initialisation up to a 10% jitter, BN statistics and affine terms move a little,
+    each residual branch's last BN scales by about 0.2 (so activations do not grow block after block,
+    and with them the calibration: alpha depends on the activations' scale), the route's last conv
+    gets small weights (alpha near 1) and BN2 small random ones.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + noise.abs())
+            elif name.endswith("conv_expand.weight"):
+                tensor.copy_(0.01 * noise)
+            elif ".pool_bn." in name and not name.endswith("running_mean"):
+                tensor.copy_(0.3 * noise)
+            elif name.endswith(".bn3.weight"):
+                tensor.copy_(0.2 + 0.02 * noise)
+            elif tensor.dim() >= 2:
+                tensor.mul_(1 + 0.1 * noise)
+            else:
+                tensor.add_(0.1 * noise)
+
+
 # ---- temporal pooling -------------------------------------------------------------------------
 
 
@@ -42,6 +70,57 @@ def test_temporal_avg_pool3_is_official_avg_pool3d_and_keeps_clips_apart():
     folded = clips.transpose(1, 2).reshape(15, 4, 6, 7)  # (B, C, T, H, W) -> (B*T, C, H, W)
     ours = temporal_avg_pool3(folded, num_frames=5).view(3, 5, 4, 6, 7).transpose(1, 2)
     torch.testing.assert_close(ours, official, rtol=1e-14, atol=1e-14)
+
+
+def test_temporal_avg_pool3_backward_is_official_avg_pool3d_backward():
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 4, 5, 3, dtype=DTYPE, requires_grad=True)  # (B, C, T, H, W)
+    upstream = torch.randn(2, 3, 4, 5, 3, dtype=DTYPE)
+    official = F.avg_pool3d(clips, (3, 1, 1), stride=1, padding=(1, 0, 0))
+    (expected,) = torch.autograd.grad((official * upstream).sum(), clips)
+    folded = clips.transpose(1, 2).reshape(8, 3, 5, 3)  # (B, C, T, H, W) -> (B*T, C, H, W)
+    ours = temporal_avg_pool3(folded, num_frames=4).view(2, 4, 3, 5, 3).transpose(1, 2)
+    (got,) = torch.autograd.grad((ours * upstream).sum(), clips)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+
+
+def test_temporal_avg_pool3_gradcheck_and_double_backward():
+    frames = torch.randn(6, 2, 2, 3, dtype=DTYPE, requires_grad=True)  # (B*T, C, H, W), B=2, T=3
+    assert torch.autograd.gradcheck(lambda f: temporal_avg_pool3(f, 3), (frames,))
+    assert torch.autograd.gradgradcheck(lambda f: temporal_avg_pool3(f, 3) ** 2, (frames,))
+
+
+def test_temporal_avg_pool3_keeps_channels_last():
+    frames = torch.randn(6, 4, 5, 5, dtype=DTYPE).contiguous(memory_format=torch.channels_last)
+    pooled = temporal_avg_pool3(frames, num_frames=3)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(pooled, temporal_avg_pool3(frames.contiguous(), 3), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="whole number"):
+        temporal_avg_pool3(frames, num_frames=4)
+
+
+def test_aggregate_relu_inference_is_bn_plus_pooled_bn_then_relu():
+    # Eq. 7 with eval-mode BNs, written plainly, against the one-filter rewrite.
+    torch.manual_seed(1)
+    bn, pool_bn = torch.nn.BatchNorm2d(3).to(DTYPE).eval(), torch.nn.BatchNorm2d(3).to(DTYPE).eval()
+    randomize_(bn, seed=1)
+    randomize_(pool_bn, seed=2)
+    with torch.no_grad():
+        pool_bn.weight[1] = 0.0  # a switched-off channel, and one whose BN1 scale is zero
+        bn.weight[2] = 0.0
+    out = torch.randn(8, 3, 4, 5, dtype=DTYPE)  # (B*T, C, H, W), B=2, T=4
+    expected = torch.relu(bn(out) + pool_bn(temporal_avg_pool3(out, 4)))
+    with torch.no_grad():
+        got = aggregate_relu_inference(out, 4, bn, pool_bn)
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)
+    # Hand-worked: one channel, BN1 = identity, BN2 = 3 * p + 1, frames 1, 2, 3 (one clip):
+    # pooled = [1, 2, 5/3], out = relu(y + 3 * pooled + 1) = [5, 9, 9].
+    bn1, bn2 = torch.nn.BatchNorm2d(1, eps=0.0).eval(), torch.nn.BatchNorm2d(1, eps=0.0).eval()
+    with torch.no_grad():
+        bn2.weight.fill_(3.0)
+        bn2.bias.fill_(1.0)
+        frames = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1)
+        assert aggregate_relu_inference(frames, 3, bn1, bn2).flatten().tolist() == [5.0, 9.0, 9.0]
 
 
 # ---- one block against the official formulation in (B, C, T, H, W) ------------------------------
@@ -116,6 +195,84 @@ def test_tada_block_matches_official_formulation(block_class, training):
     channels = folded.shape[1]
     ours = folded.view(2, 5, channels, 5, 5).transpose(1, 2)  # (B*T, C', 5, 5) -> (B, C', T, 5, 5)
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_class", [Bottleneck, BasicBlock])
+def test_tada_block_gradients_match_official_formulation(block_class):
+    # Training mode: the gradients with respect to the input and every parameter, through the custom
+    # backward of the temporal pooling and of the route's mean, against autograd through the official ops.
+    torch.manual_seed(7)
+    block = block_class(8, 4, stride=2, adaptive=True, aggregate=True, route_reduction=2,
+                        route_kernels=(3, 3)).to(DTYPE).train()
+    randomize_(block, seed=7)
+    x = torch.randn(2, 8, 5, 9, 9, dtype=DTYPE, requires_grad=True)  # (B, C, T, H, W)
+    leaves = [x] + list(block.parameters())
+    expected = official_block(x, block, training=True)
+    upstream = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), leaves)
+    folded = block(x.transpose(1, 2).reshape(10, 8, 9, 9), num_frames=5)  # (B*T, C, H, W)
+    ours = folded.view(2, 5, folded.shape[1], 5, 5).transpose(1, 2)  # (B*T, C', 5, 5) -> (B, C', T, 5, 5)
+    ours_grads = torch.autograd.grad((ours * upstream).sum(), leaves)
+    names = ["x"] + [name for name, _ in block.named_parameters()]
+    for name, got, want in zip(names, ours_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11, msg=f"gradient wrt {name}")
+
+
+@pytest.mark.parametrize("block_class", [Bottleneck, BasicBlock])
+def test_fast_inference_block_matches_official_formulation(block_class):
+    torch.manual_seed(8)
+    block = block_class(8, 4, stride=2, adaptive=True, aggregate=True, route_reduction=2,
+                        route_kernels=(3, 3)).to(DTYPE).eval()
+    randomize_(block, seed=8)
+    x = torch.randn(2, 8, 5, 9, 9, dtype=DTYPE)  # (B, C, T, H, W)
+    expected = official_block(x, block, training=False)
+    frames = x.transpose(1, 2).reshape(10, 8, 9, 9)  # (B*T, C, H, W)
+    frames_before = frames.clone()
+    with torch.inference_mode():
+        folded = block(frames, num_frames=5)
+    ours = folded.view(2, 5, folded.shape[1], 5, 5).transpose(1, 2)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(frames, frames_before)  # only the block's own scratch tensors are overwritten
+
+
+def test_fast_inference_model_equals_plain_path_in_both_memory_formats():
+    torch.manual_seed(9)
+    model = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
+    perturb_(model, seed=9)
+    video = torch.randn(2, 3, 4, 32, 32, dtype=DTYPE)
+    model.set_fast_inference(False)
+    with torch.inference_mode():
+        plain_logits, plain_feature = model(video)
+    model.set_fast_inference(True)
+    with torch.inference_mode():
+        fast_logits, fast_feature = model(video)
+    torch.testing.assert_close(fast_feature, plain_feature, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast_logits["label"], plain_logits["label"], rtol=1e-12, atol=1e-12)
+    # channels-last weights (what extraction uses on CUDA) run the same arithmetic
+    model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        _, channels_last_feature = model(video)
+    torch.testing.assert_close(channels_last_feature, plain_feature, rtol=1e-12, atol=1e-12)
+    # the switch is no parameter, buffer or state-dict key
+    assert all("fast" not in key for key in model.state_dict())
+
+
+def test_fast_inference_is_only_taken_with_autograd_off_and_eval_bns():
+    torch.manual_seed(10)
+    model = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
+    perturb_(model, seed=10)
+    video = torch.randn(1, 3, 4, 32, 32, dtype=DTYPE, requires_grad=True)
+    _, feature = model(video)  # eval mode, autograd on: the plain path, which can be differentiated
+    (grad,) = torch.autograd.grad(feature.sum(), video)
+    assert grad.abs().sum() > 0
+    with torch.no_grad():
+        _, fast_feature = model(video)
+    torch.testing.assert_close(fast_feature, feature.detach(), rtol=1e-12, atol=1e-12)
+    model.train()  # batch statistics under no_grad: the plain path, and the running stats move
+    before = model.layer1[0].pool_bn.running_mean.clone()
+    with torch.no_grad():
+        model(video)
+    assert not torch.equal(model.layer1[0].pool_bn.running_mean, before)
 
 
 # ---- the whole model ------------------------------------------------------------------------------

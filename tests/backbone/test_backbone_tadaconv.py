@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backbone.tadaconv import RouteFunction, TAdaConv2d
+from backbone.tadaconv import RouteFunction, TAdaConv2d, _temporal_conv
 
 DTYPE = torch.float64
 
@@ -185,3 +185,110 @@ def test_route_function_rejects_bad_settings():
         RouteFunction(8, kernels=(2, 3))
     with pytest.raises(ValueError, match="frames must be"):
         RouteFunction(8).forward_folded(torch.randn(7, 8, 2, 2), num_frames=4)
+
+
+# ---- the inference and training fast paths ----------------------------------------------------
+
+
+def test_scale_in_place_gives_the_same_output_and_overwrites_only_the_frames():
+    torch.manual_seed(4)
+    for groups, alpha_channels in ((1, 6), (2, 3)):  # full Cin alpha, then the official grouped form
+        conv = TAdaConv2d(6, 4, 3, padding=1, groups=groups).to(DTYPE)
+        frames = torch.randn(5, 6, 7, 7, dtype=DTYPE)  # (N, Cin, H, W)
+        alpha = 1 + 0.5 * torch.randn(5, alpha_channels, 1, 1, dtype=DTYPE)
+        expected = conv.forward_folded(frames, alpha)
+        full_alpha = alpha.repeat(1, 6 // alpha_channels, 1, 1)  # factor j shared by every group
+        expected_scaled = frames * full_alpha
+        alpha_before = alpha.clone()
+        with torch.no_grad():
+            got = conv.forward_folded(frames, alpha, scale_in_place=True)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close(frames, expected_scaled, rtol=0, atol=0)  # the scratch input holds x * alpha
+        assert torch.equal(alpha, alpha_before)
+
+
+def test_scale_in_place_is_refused_when_autograd_records():
+    conv = TAdaConv2d(4, 4, 3, padding=1)
+    frames = torch.randn(2, 4, 5, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="scale_in_place needs autograd off"):
+        conv.forward_folded(frames, torch.ones(2, 4, 1, 1), scale_in_place=True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_route_function_gradients_match_plain_autograd(training):
+    # The route's spatial mean has its own backward (a broadcast view); every gradient must equal
+    # plain autograd through x.mean(dim=(2, 3)).
+    torch.manual_seed(5)
+    route = RouteFunction(6, reduction=2, kernels=(3, 3)).to(DTYPE).train(training)
+    with torch.no_grad():
+        route.conv_expand.weight.normal_(std=0.3)
+    frames = torch.randn(8, 6, 5, 4, dtype=DTYPE, requires_grad=True)  # (B*T, C, H, W), T = 4
+    upstream = torch.randn(8, 6, 1, 1, dtype=DTYPE)
+    leaves = [frames] + list(route.parameters())
+
+    ours = route.forward_folded(frames, num_frames=4)
+    ours_grads = torch.autograd.grad((ours * upstream).sum(), leaves)
+
+    plain = route.from_descriptors(frames.mean(dim=(2, 3)).view(2, 4, 6).transpose(1, 2))  # (B, C, T)
+    plain = plain.transpose(1, 2).reshape(8, 6, 1, 1)
+    plain_grads = torch.autograd.grad((plain * upstream).sum(), leaves)
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)
+    for got, expected in zip(ours_grads, plain_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-14)
+    assert ours_grads[0].abs().sum() > 0
+
+
+def test_route_input_gradient_reaches_a_leaf_as_a_dense_tensor():
+    torch.manual_seed(6)
+    route = RouteFunction(4, reduction=2)
+    with torch.no_grad():
+        route.conv_expand.weight.normal_()
+    frames = torch.randn(6, 4, 3, 3, requires_grad=True)  # (B*T, C, H, W), T = 3
+    route.forward_folded(frames, num_frames=3).sum().backward()
+    assert frames.grad.is_contiguous() and frames.grad.stride() == frames.stride()
+    # Each frame's gradient is constant over H, W: d mean / d x = 1 / (H*W).
+    torch.testing.assert_close(frames.grad, frames.grad[:, :, :1, :1].expand_as(frames.grad))
+
+
+def test_route_function_gradcheck_and_double_backward():
+    torch.manual_seed(7)
+    route = RouteFunction(4, reduction=2).to(DTYPE).eval()
+    with torch.no_grad():
+        route.conv_expand.weight.normal_()
+        route.bn.running_var.uniform_(0.5, 2.0)
+    frames = torch.randn(6, 4, 3, 2, dtype=DTYPE, requires_grad=True)  # (B*T, C, H, W), T = 3
+    assert torch.autograd.gradcheck(lambda f: route.forward_folded(f, 3), (frames,))
+    assert torch.autograd.gradgradcheck(lambda f: route.forward_folded(f, 3) ** 2, (frames,))
+
+
+@pytest.mark.parametrize("cal_dim", ["cin", "cout"])
+def test_tadaconv_gradcheck_and_double_backward(cal_dim):
+    # The scaling's own backward (one buffer for both gradients), and its differentiable form under
+    # create_graph=True.
+    torch.manual_seed(8)
+    conv = TAdaConv2d(3, 2, 3, padding=1, bias=True, cal_dim=cal_dim).to(DTYPE)
+    frames = torch.randn(4, 3, 4, 4, dtype=DTYPE, requires_grad=True)  # (N, Cin, H, W)
+    alpha = (1 + 0.3 * torch.randn(4, 3 if cal_dim == "cin" else 2, 1, 1, dtype=DTYPE)).requires_grad_()
+    assert torch.autograd.gradcheck(conv.forward_folded, (frames, alpha))
+    assert torch.autograd.gradgradcheck(conv.forward_folded, (frames, alpha))
+    # Only one input needing a gradient: the other is not computed.
+    (grad_alpha,) = torch.autograd.grad(conv.forward_folded(frames.detach(), alpha).sum(), alpha)
+    (grad_frames,) = torch.autograd.grad(conv.forward_folded(frames, alpha.detach()).sum(), frames)
+    both = torch.autograd.grad(conv.forward_folded(frames, alpha).sum(), (frames, alpha))
+    torch.testing.assert_close(grad_frames, both[0], rtol=0, atol=0)
+    torch.testing.assert_close(grad_alpha, both[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel, bias", [(1, True), (3, True), (5, False)])
+def test_temporal_conv_as_matmul_is_conv1d(kernel, bias):
+    torch.manual_seed(9)
+    conv = torch.nn.Conv1d(6, 4, kernel, padding=kernel // 2, bias=bias).to(DTYPE)
+    frames = torch.randn(2, 5, 6, dtype=DTYPE, requires_grad=True)  # (B, T, C_in)
+    ours = _temporal_conv(frames, conv)  # (B, T, C_out)
+    expected = conv(frames.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(ours, expected, rtol=1e-13, atol=1e-13)
+    upstream = torch.randn_like(ours)
+    leaves = [frames] + list(conv.parameters())
+    for got, want in zip(torch.autograd.grad((ours * upstream).sum(), leaves),
+                         torch.autograd.grad((expected * upstream).sum(), leaves)):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
