@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,8 @@ from configs.load import config_yaml
 from configs.schema import Config
 from data.annotations import Annotations, load_ek100_csv, load_hacs_json
 from data.dataset import load_dataset
-from detect.model import DetectModel, load_detect_model
-from features.extract import ExtractionModel, extract_into
+from detect.model import load_detect_model
+from features.extract import extract_into, extraction_from_classifier
 from features.sources import VideoSource, list_sources, sources_from_table
 from formats.detections import write_detections_csv
 from formats.failures import FailureList
@@ -80,14 +79,6 @@ def detect_sources(cfg: Config) -> tuple[list[VideoSource], Annotations | None]:
     return sources_from_table(annotations.videos), annotations if not annotations.segments.empty else None
 
 
-def extraction_model(cfg: Config, model: DetectModel) -> ExtractionModel:
-    """The classifier as the extract stage would load it for this run (same section, statistics, hash)."""
-    classifier = model.classifier
-    section = {**asdict(cfg.model), **classifier.section,
-               "input_mean": list(classifier.normalization.mean), "input_std": list(classifier.normalization.std)}
-    return ExtractionModel(classifier.model, "checkpoint", classifier.sha256, section, classifier.normalization)
-
-
 def best_proposals(rows: np.ndarray, max_count: int) -> tuple[np.ndarray, np.ndarray]:
     """``(K, 3)`` [start, end, score] -> the ``max_count`` best ``(segments (P, 2), scores (P,))``, best first,
     in the order proposals.json and the classify stage give them (stable by score)."""
@@ -124,8 +115,8 @@ def _run(cfg: Config, paths: RunPaths, ctx) -> None:
     atomic.write_text(out.config_yaml, config_yaml(cfg))
 
     # 2. features (resumable per video, failures listed)
-    summary = extract_into(out.features_h5, out.failed, sources, cfg, extraction_model(cfg, model), ctx,
-                           where="detect")
+    extraction = extraction_from_classifier(cfg, model.classifier, model.source)
+    summary = extract_into(out.features_h5, out.failed, sources, cfg, extraction, ctx, where="detect")
     failures = FailureList(out.failed)
     for failure in summary.failures:
         failures.add(*failure)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from backbone.build import build_from_section, classifier_from_checkpoint, weights_normalization
+from backbone.build import LoadedClassifier, build_from_section, classifier_from_checkpoint, weights_normalization
 from backbone.clips import Normalization, resolve_normalization
 from backbone.tada2d import TAda2D
 from backbone.weights import load_checkpoint
@@ -104,6 +104,31 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def extraction_from_classifier(cfg: Config, loaded: LoadedClassifier, name: str) -> ExtractionModel:
+    """A fine-tuned classifier as the extraction model: its own ``model`` section (architecture, clip)
+    and frame statistics, unless ``model.input_mean``/``input_std`` override them. The extract stage
+    and ``detect`` (which may hold the classifier from a bundle) both go through here."""
+    section = asdict(cfg.model)
+    changed = sorted(key for key in loaded.section if section.get(key) != loaded.section[key])
+    if changed:
+        log.info("extract: using the checkpoint's model settings for %s", ", ".join(changed))
+    section.update(loaded.section)
+    normalization = loaded.normalization
+    if cfg.model.input_mean:
+        normalization = resolve_normalization(asdict(cfg.model))
+        if normalization.mean != loaded.normalization.mean or normalization.std != loaded.normalization.std:
+            log.warning("extract: model.input_mean/input_std override the statistics %s was trained with (%s)",
+                        name, loaded.normalization.describe())
+    return _extraction(loaded.model, "checkpoint", loaded.sha256, section, normalization)
+
+
+def _extraction(model: TAda2D, kind: str, weights_sha256: str, section: dict,
+                normalization: Normalization) -> ExtractionModel:
+    section.update(input_mean=list(normalization.mean), input_std=list(normalization.std))
+    log.info("extract: frames normalised with %s", normalization.describe())
+    return ExtractionModel(model.eval(), kind, weights_sha256, section, normalization)
+
+
 def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionModel:
     """Build the backbone of step 1 (module docstring) on the CPU, in eval mode.
 
@@ -117,18 +142,8 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
             raise FileNotFoundError(f"extract.weights=checkpoint but there is no checkpoint at {path}: run "
                                     "--stage finetune first, set extract.checkpoint, or use "
                                     "extract.weights=pretrained|random")
-        loaded = classifier_from_checkpoint(path)
-        changed = sorted(key for key in loaded.section if section.get(key) != loaded.section[key])
-        if changed:
-            log.info("extract: using the checkpoint's model settings for %s", ", ".join(changed))
-        section.update(loaded.section)
-        model, weights_sha256, normalization = loaded.model, loaded.sha256, loaded.normalization
-        if cfg.model.input_mean:
-            normalization = resolve_normalization(asdict(cfg.model))
-            if normalization.mean != loaded.normalization.mean or normalization.std != loaded.normalization.std:
-                log.warning("extract: model.input_mean/input_std override the statistics %s was trained with "
-                            "(%s)", path.name, loaded.normalization.describe())
-    elif kind == "pretrained":
+        return extraction_from_classifier(cfg, classifier_from_checkpoint(path), path.name)
+    if kind == "pretrained":
         if not cfg.model.pretrained:
             raise ValueError("extract.weights=pretrained needs model.pretrained (a torchvision, official "
                              "TAdaConv or our checkpoint file)")
@@ -148,9 +163,7 @@ def load_extraction_model(cfg: Config, paths: RunPaths | None) -> ExtractionMode
         normalization = resolve_normalization(asdict(cfg.model))
     else:
         raise ValueError(f"extract.weights must be checkpoint, pretrained or random, got {kind!r}")
-    section.update(input_mean=list(normalization.mean), input_std=list(normalization.std))
-    log.info("extract: frames normalised with %s", normalization.describe())
-    return ExtractionModel(model.eval(), kind, weights_sha256, section, normalization)
+    return _extraction(model, kind, weights_sha256, section, normalization)
 
 
 # ------------------------------------------------------------------ the stage

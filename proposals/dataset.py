@@ -106,8 +106,10 @@ def read_videos(
         clips = [int(store.video_attrs(video_id)["num_clips"]) for video_id in video_ids]
         steps_kept = len(video_ids) * temporal_scale if input_mode == "rescale" else sum(clips)
         cache = steps_kept * dim * 4 <= cache_limit_bytes
-        log.info("bmn: %d videos, %d clip features (dim %d): features %s", len(video_ids), sum(clips), dim,
-                 "cached in memory" if cache else "read from the store per item")
+        # one video at a time (detection on new videos) would log a line per video: debug level then
+        log.log(logging.INFO if len(video_ids) > 1 else logging.DEBUG,
+                "bmn: %d videos, %d clip features (dim %d): features %s", len(video_ids), sum(clips), dim,
+                "cached in memory" if cache else "read from the store per item")
         by_video = {video_id: rows[["start", "end"]].to_numpy(np.float64)
                     for video_id, rows in segments.groupby("video_id", sort=False)}
         videos = []
