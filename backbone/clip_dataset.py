@@ -25,6 +25,8 @@ from backbone.clips import center_crop
 from data.clip_geometry import ClipGeometry
 from data.video import VideoReader
 
+MAX_KNOWN_VIDEOS = 1024  # videos whose metadata a worker keeps (frame times: 8 bytes a frame)
+
 
 @dataclass(frozen=True)
 class ClipSampling:
@@ -84,7 +86,7 @@ class SegmentClips(Dataset):
         self.sampling = sampling
         self.clips_per_segment = clips_per_segment if sampling.train else 1
         self.seed = seed
-        self._readers: OrderedDict[str, VideoReader] = OrderedDict()  # per worker process
+        self._readers: OrderedDict[str, VideoReader] = OrderedDict()  # per worker process, at most one open
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,9 +102,16 @@ class SegmentClips(Dataset):
         return len(self.segment_index)
 
     def _reader(self, path: str) -> VideoReader:
-        reader = self._readers.pop(path, None) or VideoReader(path, short_side=self.sampling.decode_short_side)
+        """The reader of `path`, the previous video's decoder released (see `VideoReader.release`:
+        with shuffled clips, reopening beats keeping idle decoders). What a first open learnt of a
+        video (size, frame times) is kept for the last `MAX_KNOWN_VIDEOS` videos."""
+        reader = self._readers.pop(path, None)
+        if self._readers:
+            next(reversed(self._readers.values())).release()  # the video read last
+        if reader is None:
+            reader = VideoReader(path, short_side=self.sampling.decode_short_side)
         self._readers[path] = reader  # most recently used last
-        while len(self._readers) > 64:  # an open reader is cheap to keep, costly to reopen
+        while len(self._readers) > MAX_KNOWN_VIDEOS:
             self._readers.popitem(last=False)
         return reader
 

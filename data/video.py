@@ -239,7 +239,15 @@ class VideoReader:
         height, width: size of the returned frames (decord 0.6 cannot produce a few small
             widths; those come out 2 px wider, see `decode_size`).
         num_opens: how many times decord opened the video: 1, unless PyAV could not read the
-            header (decord then opens it at native size first) or decord refused the size.
+            header (decord then opens it at native size first) or decord refused the size,
+            plus one per read after a `release`.
+
+    Random access across many videos (training clips in shuffled order) should `release` a
+    reader before moving to the next video: decord 0.6 decodes about three times the frames
+    when a seek lands on a reader that sat idle while others were used (measured in
+    `bench/clips.py`: shuffled clips from 64 held readers cost 2-3x the CPU of reopening each
+    video), and reopening a released reader skips the probe, the frame index check and the
+    first-frame decode of a first open.
     """
 
     def __init__(self, source: str | os.PathLike | ByteRange | BinaryIO, short_side: int | None = None,
@@ -264,6 +272,7 @@ class VideoReader:
             with _quiet_stderr():
                 self._reader = self._open_at_size(header, short_side)
         finally:
+            self._reopenable = not temporaries  # a spilled or remuxed copy is gone once decord has it
             for path in temporaries:
                 os.unlink(path)  # decord holds the file open; the space is freed with the reader
 
@@ -402,13 +411,29 @@ class VideoReader:
         if indices.min() < 0 or indices.max() >= self.num_frames:
             raise VideoError(self.name, f"frame index out of range 0..{self.num_frames - 1}")
         unique, inverse = np.unique(indices, return_inverse=True)
+        reader = self._reader if self._reader is not None else self._reopen()
         try:
             with _quiet_stderr():
-                decoded = self._reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
+                decoded = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
         except _DECODE_ERRORS as error:
             raise VideoError(self.name, f"decoding frames {unique[0]}..{unique[-1]} failed: {_short(error)}") \
                 from None
         return decoded[inverse]
+
+    def release(self) -> None:
+        """Close the decoder (its thread and buffers) but keep what was learnt of the video; the next
+        read opens decord again at the same size. A no-op for a spilled or remuxed stream, whose
+        temporary copy is gone (its reader stays open)."""
+        if self._reopenable:
+            self._reader = None
+
+    def _reopen(self):
+        with _quiet_stderr():
+            reader = self._open(width=self.width, height=self.height)
+        if len(reader) != self.num_frames:
+            raise VideoError(self.name, f"changed on disk: {len(reader)} frames, {self.num_frames} when first opened")
+        self._reader = reader
+        return reader
 
     def frames_at(self, times_sec: np.ndarray) -> np.ndarray:
         """Frames at the given times (seconds): `(len(times), height, width, 3)` uint8."""

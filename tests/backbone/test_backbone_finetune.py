@@ -71,6 +71,26 @@ def test_validation_clips_decode_the_right_frames(tmp_path):
     assert labels.tolist() == [3]
 
 
+def test_shuffled_clips_keep_one_decoder_open_and_read_the_right_frames(tmp_path):
+    """Clips in shuffled order over several videos: each is the frames a fresh reader gives, and only
+    the reader of the video read last holds a decoder (the others are released, see VideoReader)."""
+    paths = [write_mp4(tmp_path / f"v{i}.mp4", index_frames(60 + 10 * i, 64, 96), 30) for i in range(4)]
+    segments = pd.DataFrame({"path": [str(p) for p in paths for _ in range(3)],
+                             "start": [0.2, 0.8, 1.4] * 4, "end": [0.6, 1.2, 1.8] * 4, "label": list(range(12))})
+    sampling = ClipSampling(num_frames=4, interval_frames=2, fps=30.0, train=False, decode_short_side=64,
+                            crop_size=0)
+    clips = SegmentClips(segments, ["label"], sampling)
+    for index in np.random.default_rng(0).permutation(len(clips)).tolist() * 2:
+        clip, labels = clips[index]
+        center_frame = round((segments.start[index] + segments.end[index]) / 2 * 30)
+        assert decode_index(clip.numpy()).tolist() == [center_frame - 3, center_frame - 1, center_frame + 1,
+                                                       center_frame + 3]
+        assert labels.tolist() == [index]
+        open_decoders = [path for path, reader in clips._readers.items() if reader._reader is not None]
+        assert open_decoders == [segments.path[index]]
+    assert sorted(clips._readers) == sorted(str(p) for p in paths)
+
+
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
