@@ -41,7 +41,7 @@ import pandas as pd
 from configs.schema import SyntheticConfig
 from data.mp4 import write_mp4
 
-GENERATOR_VERSION = 5  # bump when the rendering changes, so caches are rebuilt
+GENERATOR_VERSION = 6  # bump when the rendering changes, so caches are rebuilt
 
 VERB_PAIRS = [("grow", "shrink"), ("fade-in", "fade-out"), ("red-to-green", "green-to-red"),
               ("move-right", "move-left")]
