@@ -1,6 +1,7 @@
 """Benchmark: does decoding overlap the model in the extract stage? All figures from this one process.
 
     python bench/extract.py [--videos 8] [--workers 1] [--threads 0] [--repeats 3]
+    python bench/extract.py --sweep 0,1,2,3 [--videos 8] [--repeats 3]
 
 On synthetic videos (configs/synthetic.yaml's set, ``--videos`` of its validation videos, generated
 into the config's cache dir on first use) with the demo model (the config's ``model`` section,
@@ -22,6 +23,11 @@ worker then competes with the model). The CPU seconds of each process do not: th
 prints them, and the ratio they imply on otherwise idle cores (model-only CPU time over that of
 the busier process, main or worker; exact for one model thread). Prints figures; never a test
 threshold.
+
+``--sweep W,W,...`` instead runs the end-to-end extraction with each of those numbers of decode
+workers, the model's torch threads chosen as the stage chooses them with ``runtime.num_threads=0``
+(`runstate.runtime.model_threads`), interleaved ``--repeats`` times, and prints each setting's
+clips/s against the best one's, and end to end / model only at that setting's thread count.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as pipeline.py: before torch loads OpenMP
@@ -105,6 +112,35 @@ def median_timing(timings: list[Timing]) -> Timing:
                     for name in ("wall", "main_cpu", "worker_cpu")))
 
 
+def sweep(worker_counts: list[int], sources, sampling, encoder, attrs, cfg, batches, num_clips: int,
+          repeats: int) -> None:
+    """End to end with each worker count at the default thread choice, interleaved; prints clips/s
+    against the best setting and against model only at the same thread count."""
+    default_threads = torch.get_num_threads()
+    threads = {workers: model_threads(0, workers, "cpu") or default_threads for workers in worker_counts}
+    walls: dict[int, list[float]] = {workers: [] for workers in worker_counts}
+    model_walls: dict[int, list[float]] = {count: [] for count in set(threads.values())}
+    for _ in range(repeats):
+        for count in model_walls:
+            torch.set_num_threads(count)
+            model_walls[count].append(timed(lambda: model_only(encoder, batches))[0].wall)
+        for workers in worker_counts:
+            torch.set_num_threads(threads[workers])
+            timing, clips = timed(partial(end_to_end, sources, sampling, encoder, attrs, cfg, workers,
+                                          1 if workers else 0))
+            assert clips == num_clips
+            walls[workers].append(timing.wall)
+    torch.set_num_threads(default_threads)
+    rate = {workers: num_clips / statistics.median(values) for workers, values in walls.items()}
+    best = max(rate.values())
+    print(f"sweep over runtime.num_workers with runtime.num_threads=0 ({num_clips} clips, medians of {repeats}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}):")
+    for workers in worker_counts:
+        model_rate = num_clips / statistics.median(model_walls[threads[workers]])
+        print(f"  num_workers={workers}: {threads[workers]} model thread(s), {rate[workers]:7.1f} clips/s, "
+              f"{rate[workers] / best:.2f} of the best; end to end / model only {rate[workers] / model_rate:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "synthetic.yaml"))
@@ -113,12 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the model (0 = as the stage: the cores the workers leave)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved model-only / end-to-end passes")
+    parser.add_argument("--sweep", default="", help="comma-separated worker counts to compare (see above)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     cfg = load_config(args.config, ["extract.weights=random", "dataset.subsets=[validation]"])
     # The stage's choice: --threads, or torch's default capped at the cores the decode workers leave.
-    threads = model_threads(args.threads, args.workers, "cpu")
+    threads = 0 if args.sweep else model_threads(args.threads, args.workers, "cpu")
     if threads:
         torch.set_num_threads(threads)
     videos = load_dataset(cfg).videos.head(args.videos)
@@ -138,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     decode, batches = timed(lambda: decode_only(dataset))
     num_clips = sum(len(clips) for clips in batches)
     encoder(batches[0])  # warm-up
+    if args.sweep:
+        sweep([int(count) for count in args.sweep.split(",")], sources, sampling, encoder, attrs, cfg, batches,
+              num_clips, args.repeats)
+        return
 
     passes: dict[str, list[Timing]] = {"model": [], "workers": [], "inline": []}
     for _ in range(args.repeats):
