@@ -15,9 +15,10 @@ For each set, in this process, each stage is run ``--runs`` times, alternating w
 and the medians and their ratio are printed:
 
 * parse: the file into memory (msgspec typed records) against ``json.load`` (the previous parser);
-* validate: records -> prediction table, against the validating way (the checks on ``json.load``'s
-  dicts, which name the first bad entry and which every rejected file goes through);
-* score: the vectorized metrics on the table.
+* validate: records -> prediction columns (what the command line scores; the loaders' tables are
+  made of them), against the validating way (the checks on ``json.load``'s dicts, which name the
+  first bad entry and which every rejected file goes through);
+* score: the vectorized metrics on the columns, as the command line runs them.
 
 Then the whole command (``python -m evaluation ...``) as a subprocess: median wall time and the
 largest peak RSS over ``--runs`` runs. With ``--baseline-tree DIR`` (a checkout of an earlier
@@ -50,14 +51,15 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data.annotations import load_ek100_csv, load_hacs_json  # noqa: E402
+from data.annotations import hacs_annotations  # noqa: E402
+from data.hacs_json import read_hacs_json  # noqa: E402
+from evaluation.cli import build_parser, load_ground_truth  # noqa: E402
 from evaluation.detection import (  # noqa: E402
     EK100_TIOU_THRESHOLDS,
     HACS_TIOU_THRESHOLDS,
     average_precision,
-    evaluate_ek100,
-    evaluate_hacs,
 )
+from evaluation.evaluate import score_detections, score_proposals  # noqa: E402
 from evaluation.proposal import PROPOSAL_TIOU_THRESHOLDS, average_recall  # noqa: E402
 from evaluation.reference import (  # noqa: E402
     average_precision_table,
@@ -352,16 +354,18 @@ def reference_check(ground_truth: pd.DataFrame, predictions: pd.DataFrame, thres
 
 
 def bench_hacs(paths: dict[str, Path], args, baseline_tree: Path | None) -> None:
-    annotations = load_hacs_json(paths["ground_truth"])
+    ground_truth = read_hacs_json(paths["ground_truth"])
+    annotations = hacs_annotations(ground_truth)
     segments, names = annotations.segments, annotations.classes["label"]
     typed = lambda: submission._decode_typed(paths["submission"], submission._HacsFile)  # noqa: E731
     ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["submission"]),
                                                                   args.runs)
-    ours_validate, base_validate, table, _ = alternating(
-        lambda: pd.DataFrame(submission._typed_hacs_columns(records)),
-        lambda: submission.hacs_predictions(parsed), args.runs)
+    ours_validate, base_validate, columns, _ = alternating(
+        lambda: submission._typed_hacs_columns(records),
+        lambda: submission.hacs_prediction_columns(parsed), args.runs)
     records = parsed = None  # free the parsed files before scoring
-    ours_score, result = repeated(lambda: evaluate_hacs(segments, names, table), args.runs)
+    ours_score, evaluation = repeated(lambda: score_detections("hacs", ground_truth, columns), args.runs)
+    result, table = evaluation.results["label"], columns.table()
     print(f"HACS: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} predictions, "
           f"{segments['label'].nunique()} classes: average mAP {100 * result.average_mAP:.2f}")
     stage_report("parse", ours_parse, base_parse, "json.load")
@@ -381,15 +385,17 @@ def bench_hacs(paths: dict[str, Path], args, baseline_tree: Path | None) -> None
 
 
 def bench_proposals(paths: dict[str, Path], args, baseline_tree: Path | None) -> None:
-    segments = load_hacs_json(paths["ground_truth"]).segments
+    ground_truth = read_hacs_json(paths["ground_truth"])
+    segments = hacs_annotations(ground_truth).segments
     typed = lambda: submission._decode_typed(paths["proposals"], proposals_format._ProposalFile)  # noqa: E731
     ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["proposals"]),
                                                                   args.runs)
-    ours_validate, base_validate, table, _ = alternating(
-        lambda: pd.DataFrame(submission._typed_base_columns(records.results)[1]),
-        lambda: proposals_format.proposal_predictions(parsed), args.runs)
+    ours_validate, base_validate, columns, _ = alternating(
+        lambda: submission._typed_base_columns(records.results)[1],
+        lambda: proposals_format.proposal_columns(parsed), args.runs)
     records = parsed = None  # free the parsed files before scoring
-    ours_score, result = repeated(lambda: average_recall(segments, table), args.runs)
+    ours_score, result = repeated(lambda: score_proposals(ground_truth, columns), args.runs)
+    table = columns.table()
     print(f"proposals: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
           f"proposals: AR@100 {100 * result.ar_at(100):.2f}, AUC {100 * result.auc:.2f}")
     stage_report("parse", ours_parse, base_parse, "json.load")
@@ -412,16 +418,19 @@ def bench_proposals(paths: dict[str, Path], args, baseline_tree: Path | None) ->
 
 
 def bench_ek100(paths: dict[str, Path], args, baseline_tree: Path | None) -> None:
-    annotations = load_ek100_csv(paths["ground_truth"], subset="validation")
+    # the command line's ground truth: the class lists padded to EK100's 97 verbs and 300 nouns
+    annotations = load_ground_truth(build_parser().parse_args(
+        ["--dataset", "ek100", "--ground-truth", str(paths["ground_truth"]), "--predictions", "-"]))
     segments = annotations.segments
     typed = lambda: submission._decode_typed(paths["submission"], submission._Ek100File)  # noqa: E731
     ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["submission"]),
                                                                   args.runs)
-    ours_validate, base_validate, table, _ = alternating(
-        lambda: pd.DataFrame(submission._typed_ek100_columns(records, EK100_VERBS, EK100_NOUNS)),
-        lambda: submission.ek100_predictions(parsed, EK100_VERBS, EK100_NOUNS), args.runs)
+    ours_validate, base_validate, columns, _ = alternating(
+        lambda: submission._typed_ek100_columns(records, EK100_VERBS, EK100_NOUNS),
+        lambda: submission.ek100_prediction_columns(parsed, EK100_VERBS, EK100_NOUNS), args.runs)
     records = parsed = None  # free the parsed files before scoring
-    ours_score, results = repeated(lambda: evaluate_ek100(segments, table, EK100_NOUNS), args.runs)
+    ours_score, evaluation = repeated(lambda: score_detections("ek100", annotations, columns), args.runs)
+    results, table = evaluation.results, columns.table()
     print(f"EK100: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} predictions: "
           "average mAP " + ", ".join(f"{task} {100 * r.average_mAP:.2f}" for task, r in results.items()))
     stage_report("parse", ours_parse, base_parse, "json.load")

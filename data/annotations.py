@@ -15,17 +15,16 @@ A malformed file raises `AnnotationError` naming the file, the entry and the fie
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pandas as pd
 
-SUBSETS = ("training", "validation", "testing")
+from data.errors import AnnotationError
+from data.hacs_json import SUBSETS, HacsGroundTruth, _number, read_hacs_json
 
 SEGMENT_COLUMNS = ["video_id", "start", "end", "label", "subset"]
 VIDEO_COLUMNS = ["video_id", "path", "duration", "fps", "subset"]
@@ -33,14 +32,6 @@ VIDEO_COLUMNS = ["video_id", "path", "duration", "fps", "subset"]
 EK100_REQUIRED_COLUMNS = ("video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
 
 _TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)$")
-
-
-class AnnotationError(ValueError):
-    """An annotation file is malformed. The message names the file, the entry and the field."""
-
-    def __init__(self, path: str | Path, entry: str, field_name: str, problem: str):
-        self.path, self.entry, self.field, self.problem = str(path), entry, field_name, problem
-        super().__init__(f"{path}: entry {entry}, field '{field_name}': {problem}")
 
 
 @dataclass
@@ -82,79 +73,35 @@ def load_hacs_json(path: str | Path, class_names: list[str] | None = None) -> An
     Each video entry needs `subset` and `duration` (a number or a numeric string);
     `annotations` (a list of `{"label": name, "segment": [start_sec, end_sec]}`) may be
     absent for test videos. Classes are `class_names` when given (a label outside it is
-    an error), else the sorted set of labels in the file.
+    an error), else the sorted set of labels in the file. Read by
+    :func:`data.hacs_json.read_hacs_json`; this makes the tables.
     """
-    path = Path(path)
-    try:
-        try:
-            data = msgspec.json.decode(path.read_bytes())  # strict JSON, several times faster
-        except msgspec.DecodeError:  # NaN, a BOM or malformed: Python's json decides, naming the line
-            data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AnnotationError(path, "-", "-", "file not found") from None
-    except json.JSONDecodeError as error:
-        raise AnnotationError(path, f"line {error.lineno}", "-", f"not valid JSON ({error.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        raise AnnotationError(path, "top level", "database", "missing or not a mapping of videos")
-
-    video_rows, segment_rows = [], []
-    for video_id, entry in data["database"].items():
-        where = f"database[{video_id!r}]"
-        if not isinstance(entry, dict):
-            raise AnnotationError(path, where, "-", "not a mapping")
-        subset = entry.get("subset")
-        if subset not in SUBSETS:
-            raise AnnotationError(path, where, "subset", f"must be one of {list(SUBSETS)}, got {subset!r}")
-        duration = _number(entry.get("duration"), path, where, "duration")
-        if duration <= 0:
-            raise AnnotationError(path, where, "duration", f"must be > 0, got {duration}")
-        video_rows.append((str(video_id), "", duration, math.nan, subset))
-        annotations = entry.get("annotations", [])
-        if not isinstance(annotations, list):
-            raise AnnotationError(path, where, "annotations", "must be a list")
-        for i, ann in enumerate(annotations):
-            ann_where = f"{where}.annotations[{i}]"
-            if not isinstance(ann, dict):
-                raise AnnotationError(path, ann_where, "-", "not a mapping")
-            label = ann.get("label")
-            if not isinstance(label, str) or not label:
-                raise AnnotationError(path, ann_where, "label", f"must be a class name, got {label!r}")
-            segment = ann.get("segment")
-            if not isinstance(segment, (list, tuple)) or len(segment) != 2:
-                raise AnnotationError(path, ann_where, "segment", f"must be [start, end], got {segment!r}")
-            start = _number(segment[0], path, ann_where, "segment[0]")
-            end = _number(segment[1], path, ann_where, "segment[1]")
-            if start < 0:
-                raise AnnotationError(path, ann_where, "segment[0]", f"must be >= 0 seconds, got {start}")
-            if end < start:
-                raise AnnotationError(path, ann_where, "segment", f"end {end} is before start {start}")
-            segment_rows.append((str(video_id), start, end, label, subset))
-
-    labels = sorted({row[3] for row in segment_rows})
-    if class_names is None:
-        class_names = labels
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = [name for name in labels if name not in index]
-    if unknown:
-        raise AnnotationError(path, "annotations", "label", f"{unknown[:5]} not in the given class list")
-    segments = pd.DataFrame(segment_rows, columns=["video_id", "start", "end", "label_name", "subset"])
-    segments["label"] = segments["label_name"].map(index).astype(np.int64)
-    segments = segments[SEGMENT_COLUMNS].astype({"start": np.float64, "end": np.float64})
-    videos = pd.DataFrame(video_rows, columns=VIDEO_COLUMNS)
-    return Annotations(segments, videos, {"label": list(class_names)})
+    return hacs_annotations(read_hacs_json(path, class_names))
 
 
-def _number(value, path, where: str, field_name: str) -> float:
-    """A finite float from a number or a numeric string, else AnnotationError."""
-    if isinstance(value, bool):
-        raise AnnotationError(path, where, field_name, f"must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise AnnotationError(path, where, field_name, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise AnnotationError(path, where, field_name, f"must be finite, got {value!r}")
-    return number
+def hacs_annotations(ground_truth: HacsGroundTruth) -> Annotations:
+    """The `Annotations` record of a HACS-style file's columns."""
+    segment_video = ground_truth.segment_video
+    segments = pd.DataFrame({
+        "video_id": _strings(ground_truth.video_ids[segment_video]),
+        "start": ground_truth.segments[:, 0].copy(),
+        "end": ground_truth.segments[:, 1].copy(),
+        "label": ground_truth.labels,
+        "subset": _strings(ground_truth.video_subsets[segment_video]),
+    })
+    videos = pd.DataFrame({
+        "video_id": _strings(ground_truth.video_ids),
+        "path": _strings(np.full(len(ground_truth.video_ids), "", dtype=object)),
+        "duration": ground_truth.durations,
+        "fps": np.full(len(ground_truth.video_ids), math.nan),
+        "subset": _strings(ground_truth.video_subsets),
+    })
+    return Annotations(segments, videos, {"label": list(ground_truth.class_names)})
+
+
+def _strings(values: np.ndarray) -> pd.Series:
+    """A string column, typed as pandas types a column of Python strings (also when empty)."""
+    return pd.Series(values.tolist(), dtype=None if len(values) else object)
 
 
 # --------------------------------------------------------------------------------------

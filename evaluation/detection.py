@@ -42,18 +42,32 @@ Where this differs from the official code, on purpose:
 Kept as officially: predictions of videos outside the evaluated subset are false positives, and
 the thresholds are the official ``np.linspace`` values bit for bit (see the constants below).
 
-Seconds everywhere; the tIoU is :func:`evaluation.tiou.paired_tiou`.
+Seconds everywhere; the tIoU is :func:`evaluation.tiou.paired_tiou`. The entry points take tables
+(pandas DataFrames) or, the ``*_columns`` ones, numpy columns (:class:`SegmentColumns`, a file's
+``formats.submission.PredictionColumns``): the command line scores columns and never imports pandas.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou, stable_argsort
+from evaluation.tiou import (
+    dense_rank,
+    group_then_score_order,
+    overlapping_pairs,
+    paired_tiou,
+    same_group_pairs,
+    stable_argsort,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from formats.submission import PredictionColumns
 
 # The official np.linspace values, bit for bit. They are not all the decimals they print as:
 # HACS's "0.9" is 0.8999999999999999 (a tIoU of exactly 0.9 matches it) and EK100's "0.3" is
@@ -61,9 +75,14 @@ from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_ti
 HACS_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 EK100_TIOU_THRESHOLDS = np.linspace(0.1, 0.5, 5)
 EK100_TASKS = ("verb", "noun", "action")
+EK100_PREDICTION_IDS = ("verb", "noun", "action_verb", "action_noun")  # a prediction's class id columns
 
 # Candidate pairs are formed for this many predictions at a time, so that memory stays bounded.
-_PREDICTIONS_PER_BATCH = 100_000
+_PREDICTIONS_PER_BATCH = 25_000
+# A batch pairs each prediction with every ground truth of its group when that makes at most this
+# many pairs per prediction on average (no search; the tIoU filters), else only with the overlapping
+# ones (a binary search): at most 200,000 pairs a batch the first way.
+_ALL_PAIRS_PER_PREDICTION = 8
 # The largest (class, video) key looked up through a table (4 bytes an entry) rather than searched.
 _GROUP_TABLE_LIMIT = 1 << 23
 
@@ -123,6 +142,33 @@ class DetectionResult:
         }
 
 
+@dataclass
+class SegmentColumns:
+    """Segments as the metrics read them, ``N`` rows of numpy columns.
+
+    Attributes:
+        label: ``(N,)`` int64 class label.
+        video: ``(N,)`` int64 video code: the ground truth and the predictions of one video have the
+            same code (nothing else of the videos is read).
+        segments: ``(N, 2)`` float64 ``[start, end]`` in seconds.
+        score: ``(N,)`` float64 for predictions; None for ground truth.
+    """
+
+    label: np.ndarray
+    video: np.ndarray
+    segments: np.ndarray
+    score: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def rows(self, keep: np.ndarray) -> SegmentColumns:
+        """The rows where the ``(N,)`` bool mask ``keep`` is true, in their order."""
+        index = np.flatnonzero(keep)
+        return SegmentColumns(self.label[index], self.video[index], np.take(self.segments, index, axis=0),
+                              None if self.score is None else self.score[index])
+
+
 def average_precision(
     ground_truth: pd.DataFrame, predictions: pd.DataFrame, tiou_thresholds: Sequence[float]
 ) -> DetectionResult:
@@ -139,31 +185,40 @@ def average_precision(
     Returns:
         A :class:`DetectionResult` with ``ap`` of shape ``(T, C)``.
     """
-    thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
-    if thresholds.ndim != 1 or len(thresholds) == 0 or not np.all((thresholds > 0) & (thresholds <= 1)):
-        raise ValueError(f"tiou_thresholds must be a non-empty list of values in (0, 1], "
-                         f"got {tiou_thresholds}")
-
+    thresholds = _checked_thresholds(tiou_thresholds)
     if ground_truth.empty:
         raise ValueError("no ground-truth segment to evaluate against")
-    class_labels, gt_class = np.unique(ground_truth["label"].to_numpy(np.int64), return_inverse=True)
-    num_classes = len(class_labels)
-    pred_labels = predictions["label"].to_numpy(np.int64)
-    pred_class = _group_of(class_labels, pred_labels)  # -1: a label without ground truth
-    if np.any(pred_class < 0):
-        raise LabelError(f"prediction label {pred_labels[pred_class < 0][0]} has no ground truth")
-
     gt_video, pred_video = _video_codes(ground_truth["video_id"], predictions["video_id"])
-    gt_segments = ground_truth[["start", "end"]].to_numpy(np.float64)
-    pred_segments = predictions[["start", "end"]].to_numpy(np.float64)
-    scores = predictions["score"].to_numpy(np.float64)
+    return average_precision_of_columns(
+        SegmentColumns(ground_truth["label"].to_numpy(np.int64), gt_video,
+                       ground_truth[["start", "end"]].to_numpy(np.float64)),
+        SegmentColumns(predictions["label"].to_numpy(np.int64), pred_video,
+                       predictions[["start", "end"]].to_numpy(np.float64), predictions["score"].to_numpy(np.float64)),
+        thresholds,
+    )
+
+
+def average_precision_of_columns(
+    ground_truth: SegmentColumns, predictions: SegmentColumns, tiou_thresholds: Sequence[float]
+) -> DetectionResult:
+    """:func:`average_precision` of columns (the row orders mean what they mean there)."""
+    thresholds = _checked_thresholds(tiou_thresholds)
+    if len(ground_truth) == 0:
+        raise ValueError("no ground-truth segment to evaluate against")
+    class_labels, gt_class = np.unique(ground_truth.label, return_inverse=True)
+    num_classes = len(class_labels)
+    pred_class = _group_of(class_labels, predictions.label)  # -1: a label without ground truth
+    if np.any(pred_class < 0):
+        raise LabelError(f"prediction label {predictions.label[pred_class < 0][0]} has no ground truth")
 
     # Class by class, score descending, equal scores in input order.
-    order = group_then_score_order(pred_class, scores)
-    pred_class, pred_video, pred_segments = pred_class[order], pred_video[order], pred_segments[order]
+    order = group_then_score_order(pred_class, predictions.score)
+    pred_class = pred_class[order]
+    pred_segments = np.take(predictions.segments, order, axis=0)  # (P, 2); take is much faster than [order]
 
     true_positive = _match(
-        gt_class, gt_video, gt_segments, pred_class, pred_video, pred_segments, thresholds
+        gt_class, ground_truth.video, ground_truth.segments, pred_class, predictions.video[order], pred_segments,
+        thresholds,
     )  # (T, P), predictions in sorted order
 
     num_ground_truth = np.bincount(gt_class, minlength=num_classes)
@@ -172,12 +227,21 @@ def average_precision(
     return DetectionResult(thresholds, class_labels, ap, num_ground_truth, num_predictions)
 
 
+def _checked_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
+    """``(T,)`` float64 thresholds, each in (0, 1]; else ValueError."""
+    thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
+    if thresholds.ndim != 1 or len(thresholds) == 0 or not np.all((thresholds > 0) & (thresholds <= 1)):
+        raise ValueError(f"tiou_thresholds must be a non-empty list of values in (0, 1], "
+                         f"got {tiou_thresholds}")
+    return thresholds
+
+
 def _video_codes(gt_video_ids: pd.Series, pred_video_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Integer video ids: ``(G,)`` in ``[0, V)`` for the V videos with ground truth, and ``(P,)``
     the same ids for the predictions, with ``V`` for every video without ground truth (its
     predictions cannot match, so those videos need not be told apart)."""
-    gt_codes, videos = pd.factorize(gt_video_ids.astype(str))
-    pred_codes = pd.Index(videos).get_indexer(pred_video_ids.astype(str))
+    gt_codes, videos = gt_video_ids.astype(str).factorize()
+    pred_codes = videos.get_indexer(pred_video_ids.astype(str))
     pred_codes[pred_codes < 0] = len(videos)
     return gt_codes.astype(np.int64), pred_codes.astype(np.int64)
 
@@ -234,47 +298,76 @@ def _match(
 
     # Candidate pairs: same group and tIoU at or above the lowest threshold (the others never match).
     pair_pred, pair_gt, pair_tiou = _candidate_pairs(
-        by_group, pred_group[by_group], gt_group, len(group_keys), pred_segments[by_group],
+        by_group, pred_group[by_group], gt_group, len(group_keys), np.take(pred_segments, by_group, axis=0),
         gt_segments, thresholds.min(),
     )
     if len(pair_pred) == 0:
         return true_positive
-
-    # Level of each prediction with candidates: its rank in its group, in score order. Pairs come
-    # by prediction, each prediction's side by side, predictions by group and score.
-    is_first_pair = _run_starts(pair_pred) == np.arange(len(pair_pred))
-    candidates = pair_pred[is_first_pair]
-    candidate_level = np.arange(len(candidates)) - _run_starts(pred_group[candidates])
-    pair_level = candidate_level[np.cumsum(is_first_pair) - 1]
-
-    # Pairs by level; inside a level, by prediction (each prediction's pairs side by side, a run).
-    pair_order = stable_argsort(pair_level)
-    pair_pred, pair_gt, pair_tiou = pair_pred[pair_order], pair_gt[pair_order], pair_tiou[pair_order]
-    level_bounds = np.searchsorted(pair_level[pair_order], np.arange(pair_level.max() + 2))
-    begins_run = _run_starts(pair_pred) == np.arange(len(pair_pred))
-    run_begin = np.flatnonzero(begins_run)  # (R,) the first pair of each prediction
-    run_of_pair = np.cumsum(begins_run) - 1  # (N,) the run of each pair
-    reaches = pair_tiou[None, :] >= thresholds[:, None]  # (T, N)
+    runs = _level_runs(pair_pred, pred_group)
+    preference = _preference_keys(pair_tiou, pair_gt, len(gt_class))
+    reaches = pair_tiou[runs.pair_order][None, :] >= thresholds[:, None]  # (T, N), pairs by level
+    pair_gt, preference = pair_gt[runs.pair_order], preference[runs.pair_order]
 
     locked = np.zeros((num_thresholds, len(gt_class)), dtype=bool)
-    for begin, end in zip(level_bounds[:-1], level_bounds[1:]):
-        preds, gts, tious = pair_pred[begin:end], pair_gt[begin:end], pair_tiou[begin:end]
-        first_run, end_run = run_of_pair[begin], run_of_pair[end - 1] + 1
-        level_run_begin = run_begin[first_run:end_run] - begin  # (m,) in this level's n pairs
-        level_run_of_pair = run_of_pair[begin:end] - first_run  # (n,) in 0..m-1
-        # (T, n): pair is usable at threshold t if it reaches t and its ground truth is still free.
-        usable = reaches[:, begin:end] & ~locked[:, gts]
-        # The preferred free segment: the highest tIoU, then the later ground-truth row.
-        # (T, n) -> (T, m): per prediction, its best usable tIoU (-1 when none is usable) ...
-        best_tiou = np.maximum.reduceat(np.where(usable, tious[None, :], -1.0), level_run_begin, axis=1)
-        # ... and the latest ground truth among the usable pairs with that tIoU (-1 when none).
-        is_best = usable & (tious[None, :] == best_tiou[:, level_run_of_pair])
-        chosen_gt = np.maximum.reduceat(np.where(is_best, gts[None, :], -1), level_run_begin, axis=1)
-        threshold_index, run_index = np.nonzero(chosen_gt >= 0)
+    for level in range(len(runs.level_bounds) - 1):
+        begin, end = runs.level_bounds[level], runs.level_bounds[level + 1]
+        first_run, end_run = runs.level_first_run[level], runs.level_first_run[level + 1]
+        # (T, n): a pair is usable at threshold t when it reaches t and its ground truth is free;
+        # per run (one prediction), the usable pair of highest preference, -1 when none: (T, m).
+        usable = reaches[:, begin:end] & ~locked[:, pair_gt[begin:end]]
+        run_begin = runs.run_begin[first_run:end_run] - begin  # (m,) in this level's n pairs
+        best = np.maximum.reduceat(np.where(usable, preference[begin:end], -1), run_begin, axis=1)
+        threshold_index, run_index = np.nonzero(best >= 0)
         # Predictions of one level are in distinct groups, so they never claim the same segment.
-        locked[threshold_index, chosen_gt[threshold_index, run_index]] = True
-        true_positive[threshold_index, preds[level_run_begin[run_index]]] = True
+        locked[threshold_index, best[threshold_index, run_index] % len(gt_class)] = True
+        true_positive[threshold_index, runs.run_pred[first_run + run_index]] = True
     return true_positive
+
+
+@dataclass
+class _LevelRuns:
+    """Candidate pairs ordered for the level-by-level matching. A *run* is one prediction's pairs;
+    a run's *level* is its rank among the runs of its (class, video) group, in score order.
+
+    Attributes:
+        pair_order: ``(N,)`` the pairs by level, each run's pairs side by side, runs of a level in
+            their input order.
+        run_begin: ``(R,)`` the first pair of each run, in that order.
+        run_pred: ``(R,)`` the prediction of each run.
+        level_bounds: ``(L + 1,)`` the pairs of level ``l`` are ``level_bounds[l]:level_bounds[l + 1]``.
+        level_first_run: ``(L + 1,)`` the runs of level ``l``, likewise.
+    """
+
+    pair_order: np.ndarray
+    run_begin: np.ndarray
+    run_pred: np.ndarray
+    level_bounds: np.ndarray
+    level_first_run: np.ndarray
+
+
+def _level_runs(pair_pred: np.ndarray, pred_group: np.ndarray) -> _LevelRuns:
+    """:class:`_LevelRuns` of pairs given by prediction (``pair_pred`` ``(N,)``, each prediction's pairs
+    side by side, predictions by group and score); ``pred_group`` ``(P,)`` is each prediction's group."""
+    begins_run = np.ones(len(pair_pred), dtype=bool)
+    begins_run[1:] = pair_pred[1:] != pair_pred[:-1]
+    run_begin = np.flatnonzero(begins_run)  # (R,) in input order
+    run_length = np.diff(np.append(run_begin, len(pair_pred)))
+    run_pred = pair_pred[run_begin]
+    run_level = np.arange(len(run_begin)) - _run_starts(pred_group[run_pred])
+    run_order = stable_argsort(run_level)
+    sorted_length = run_length[run_order]
+    sorted_begin = np.cumsum(sorted_length) - sorted_length
+    # pair k of a run moved from run_begin[r] + k to sorted_begin + k
+    pair_order = np.arange(len(pair_pred)) + np.repeat(run_begin[run_order] - sorted_begin, sorted_length)
+    level_first_run = np.searchsorted(run_level[run_order], np.arange(run_level.max() + 2))
+    level_bounds = np.append(sorted_begin, len(pair_pred))[level_first_run]
+    return _LevelRuns(pair_order, sorted_begin, run_pred[run_order], level_bounds, level_first_run)
+
+
+def _preference_keys(pair_tiou: np.ndarray, pair_gt: np.ndarray, num_gt: int) -> np.ndarray:
+    """``(N,)`` int64 key of each pair, larger for the segment a prediction tries first: the higher
+    tIoU, then the later ground-truth row. ``key % num_gt`` is the pair's ground truth."""
+    return dense_rank(pair_tiou) * num_gt + pair_gt
 
 
 def _candidate_pairs(
@@ -289,18 +382,24 @@ def _candidate_pairs(
     """(prediction index, ground-truth index, tIoU) of same-group pairs with tIoU >= ``min_tiou``.
 
     ``pred_index`` ``(N,)`` names the predictions that ``pred_group`` and ``pred_segments``
-    describe; the pairs carry these indices, in that order of predictions. Only temporally
-    overlapping pairs are formed (:func:`evaluation.tiou.overlapping_pairs`), in batches of
-    predictions so that memory stays bounded for leaderboard-size inputs.
+    describe; the pairs carry these indices, in that order of predictions. Predictions are taken in
+    batches so that memory stays bounded for leaderboard-size inputs; a batch pairs each prediction
+    with every ground truth of its group (:func:`evaluation.tiou.same_group_pairs`) when that makes
+    at most ``_ALL_PAIRS_PER_PREDICTION`` pairs per prediction, else only with the temporally
+    overlapping ones (:func:`evaluation.tiou.overlapping_pairs`, a binary search).
     """
+    gt_per_group = np.bincount(gt_group, minlength=num_groups)
     kept_pred, kept_gt, kept_tiou = [], [], []
     for begin in range(0, len(pred_group), _PREDICTIONS_PER_BATCH):
         end = min(begin + _PREDICTIONS_PER_BATCH, len(pred_group))
-        local_pred, pair_gt = overlapping_pairs(
-            pred_group[begin:end], pred_segments[begin:end], gt_group, gt_segments, num_groups
-        )
+        groups = pred_group[begin:end]
+        if int(gt_per_group[groups].sum()) <= _ALL_PAIRS_PER_PREDICTION * (end - begin):
+            local_pred, pair_gt = same_group_pairs(groups, gt_group, num_groups)
+        else:
+            local_pred, pair_gt = overlapping_pairs(groups, pred_segments[begin:end], gt_group, gt_segments,
+                                                    num_groups)
         pair_pred = local_pred + begin
-        tiou = paired_tiou(pred_segments[pair_pred], gt_segments[pair_gt])
+        tiou = paired_tiou(np.take(pred_segments, pair_pred, axis=0), np.take(gt_segments, pair_gt, axis=0))
         keep = tiou >= min_tiou
         kept_pred.append(pred_index[pair_pred[keep]])
         kept_gt.append(pair_gt[keep])
@@ -407,37 +506,89 @@ def evaluate_hacs(
     """
     thresholds = HACS_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
     ground_truth = _filter_subset(ground_truth, subset)
-    labels_with_gt = set(int(label) for label in ground_truth["label"].unique())
-    index_of_name = {name: i for i, name in enumerate(class_names) if i in labels_with_gt}
-    # A submission repeats a few hundred names, so each distinct name is looked up once:
     # (P,) codes into the distinct names (-1 for a missing name) -> class index, -1 when unknown.
-    name_codes, distinct_names = pd.factorize(predictions["label_name"])
-    index_of_distinct = np.array([index_of_name.get(name, -1) for name in distinct_names] + [-1], dtype=np.int64)
-    pred_labels = index_of_distinct[name_codes]
+    name_codes, distinct_names = predictions["label_name"].factorize()
+    pred_labels = _class_of_names(class_names, ground_truth["label"].unique(), distinct_names)[name_codes]
     unknown = pred_labels < 0
     if unknown.any():
         row = predictions[unknown].iloc[0]
-        raise LabelError(
-            f"predicted label '{row['label_name']}' (video {row['video_id']}) has no ground truth in "
-            f"subset '{subset}'; {int(unknown.sum())} prediction(s) have such labels"
-        )
+        raise LabelError(_unknown_label_message(row["label_name"], row["video_id"], subset, int(unknown.sum())))
     scored = predictions.assign(label=pred_labels)
     result = average_precision(ground_truth, scored, thresholds)
     result.class_names = [class_names[label] for label in result.class_labels]
     return result
 
 
+def evaluate_hacs_columns(
+    ground_truth: SegmentColumns,
+    gt_video_ids: Sequence[str],
+    class_names: Sequence[str],
+    predictions: PredictionColumns,
+    subset: str | None = "validation",
+    tiou_thresholds: Sequence[float] | None = None,
+) -> DetectionResult:
+    """:func:`evaluate_hacs` of columns: the same result, without a table.
+
+    Args:
+        ground_truth: the evaluated ground truth (already of the subset); ``label`` indexes
+            ``class_names``, ``video`` indexes ``gt_video_ids``.
+        gt_video_ids: the ground truth's video ids by code.
+        class_names: the dataset's class names.
+        predictions: a HACS submission's columns (``label_code`` into ``label_names``).
+        subset: the subset's name, for the message of a :class:`LabelError`.
+        tiou_thresholds: default 0.5:0.05:0.95.
+    """
+    thresholds = HACS_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
+    pred_labels = _class_of_names(class_names, np.unique(ground_truth.label), predictions.label_names)[
+        predictions.label_code]
+    unknown = pred_labels < 0
+    if unknown.any():
+        first = int(np.argmax(unknown))
+        video = predictions.video_ids[np.searchsorted(np.cumsum(predictions.video_sizes), first, side="right")]
+        raise LabelError(_unknown_label_message(predictions.label_names[predictions.label_code[first]], video,
+                                                subset, int(unknown.sum())))
+    scored = SegmentColumns(pred_labels, predictions.video_codes(gt_video_ids), predictions.segments,
+                            predictions.score)
+    result = average_precision_of_columns(ground_truth, scored, thresholds)
+    result.class_names = [class_names[label] for label in result.class_labels]
+    return result
+
+
+def _class_of_names(class_names: Sequence[str], labels_with_gt: np.ndarray, names: Sequence) -> np.ndarray:
+    """``(U + 1,)`` int64 class index of each of ``names``, -1 for a name that is not the name of a
+    class with ground truth (a repeated class name: its last index); the extra last entry, -1,
+    answers the code -1 of a missing name. A submission repeats a few hundred names, so each
+    distinct name is looked up once."""
+    with_gt = set(np.asarray(labels_with_gt, dtype=np.int64).tolist())
+    index_of_name = {name: i for i, name in enumerate(class_names) if i in with_gt}
+    return np.array([index_of_name.get(name, -1) for name in names] + [-1], dtype=np.int64)
+
+
+def _unknown_label_message(name, video_id, subset: str | None, count: int) -> str:
+    return (f"predicted label '{name}' (video {video_id}) has no ground truth in subset '{subset}'; "
+            f"{count} prediction(s) have such labels")
+
+
 def ek100_labels(
     frame: pd.DataFrame, task: str, num_nouns: int, action_columns: tuple[str, str]
 ) -> np.ndarray:
     """Integer label of each row for an EK100 task; action id = verb * num_nouns + noun."""
+    columns = {"verb": ("verb",), "noun": ("noun",), "action": action_columns}.get(task, ())
+    return _ek100_task_labels({column: frame[column].to_numpy(np.int64) for column in columns}, task, num_nouns,
+                              action_columns)
+
+
+def _ek100_task_labels(
+    ids: dict[str, np.ndarray], task: str, num_nouns: int, action_columns: tuple[str, str]
+) -> np.ndarray:
+    """``(N,)`` int64 label for an EK100 task from ``ids``: column name -> ``(N,)`` int64 class ids."""
     if task == "verb":
-        return frame["verb"].to_numpy(np.int64)
+        return ids["verb"]
     if task == "noun":
-        return frame["noun"].to_numpy(np.int64)
+        return ids["noun"]
     if task == "action":
         verb_column, noun_column = action_columns
-        return frame[verb_column].to_numpy(np.int64) * num_nouns + frame[noun_column].to_numpy(np.int64)
+        return ids[verb_column] * num_nouns + ids[noun_column]
     raise ValueError(f"unknown EK100 task '{task}', expected one of {EK100_TASKS}")
 
 
@@ -469,18 +620,41 @@ def evaluate_ek100(
     Returns:
         ``{"verb": result, "noun": result, "action": result}``.
     """
-    thresholds = EK100_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
     ground_truth = _filter_subset(ground_truth, subset)
+    gt_video, pred_video = _video_codes(ground_truth["video_id"], predictions["video_id"])
+    unlabelled_gt = SegmentColumns(np.zeros(len(ground_truth), np.int64), gt_video,
+                                   ground_truth[["start", "end"]].to_numpy(np.float64))
+    unlabelled = SegmentColumns(np.zeros(len(predictions), np.int64), pred_video,
+                                predictions[["start", "end"]].to_numpy(np.float64),
+                                predictions["score"].to_numpy(np.float64))
+    return evaluate_ek100_columns(
+        unlabelled_gt, {column: ground_truth[column].to_numpy(np.int64) for column in ("verb", "noun")},
+        unlabelled, {column: predictions[column].to_numpy(np.int64) for column in EK100_PREDICTION_IDS},
+        num_nouns, tiou_thresholds, verb_names, noun_names,
+    )
+
+
+def evaluate_ek100_columns(
+    ground_truth: SegmentColumns,
+    gt_ids: dict[str, np.ndarray],
+    predictions: SegmentColumns,
+    pred_ids: dict[str, np.ndarray],
+    num_nouns: int,
+    tiou_thresholds: Sequence[float] | None = None,
+    verb_names: Sequence[str] | None = None,
+    noun_names: Sequence[str] | None = None,
+) -> dict[str, DetectionResult]:
+    """:func:`evaluate_ek100` of columns: the evaluated ground truth (already of the subset) with its
+    ``verb, noun`` ids, the predictions with their ``verb, noun, action_verb, action_noun`` ids
+    (``(G,)`` and ``(N,)`` int64; the columns' ``label`` is not read: each task sets its own)."""
+    thresholds = EK100_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
     results = {}
     for task in EK100_TASKS:
-        gt_labels = ek100_labels(ground_truth, task, num_nouns, ("verb", "noun"))
-        pred_labels = ek100_labels(predictions, task, num_nouns, ("action_verb", "action_noun"))
+        gt_labels = _ek100_task_labels(gt_ids, task, num_nouns, ("verb", "noun"))
+        pred_labels = _ek100_task_labels(pred_ids, task, num_nouns, ("action_verb", "action_noun"))
         keep = np.isin(pred_labels, gt_labels)
-        result = average_precision(
-            ground_truth.assign(label=gt_labels),
-            predictions[keep].assign(label=pred_labels[keep]),
-            thresholds,
-        )
+        result = average_precision_of_columns(replace(ground_truth, label=gt_labels),
+                                              replace(predictions.rows(keep), label=pred_labels[keep]), thresholds)
         result.class_names = [_ek100_class_name(task, label, num_nouns, verb_names, noun_names)
                               for label in result.class_labels]
         results[task] = result

@@ -27,15 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou
+from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou, same_group_pairs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROPOSAL_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 NUM_CURVE_POINTS = 100
 NAMED_AR_POINTS = (1, 5, 10, 100)  # AR@n reported when max_avg_proposals is 100
+# Each ground truth is paired with every kept proposal of its video when that makes at most this
+# many pairs per proposal (no search; the tIoU filters), else only with the overlapping ones.
+_ALL_PAIRS_PER_PROPOSAL = 4
 
 
 @dataclass
@@ -93,18 +99,52 @@ def average_recall(
         raise ValueError("no ground-truth segment to recall")
     if proposals.empty:
         raise ValueError("the proposal file holds no proposal")
+    gt_video, videos = ground_truth["video_id"].astype(str).factorize()
+    return average_recall_of_columns(
+        gt_video.astype(np.int64), ground_truth[["start", "end"]].to_numpy(np.float64), len(videos),
+        videos.get_indexer(proposals["video_id"].astype(str)).astype(np.int64),
+        proposals[["start", "end"]].to_numpy(np.float64), proposals["score"].to_numpy(np.float64),
+        thresholds, max_avg_proposals,
+    )
 
-    gt_video, videos = pd.factorize(ground_truth["video_id"].astype(str))
-    num_videos = len(videos)
-    ratio = max_avg_proposals * num_videos / len(proposals)
+
+def average_recall_of_columns(
+    gt_video: np.ndarray,
+    gt_segments: np.ndarray,
+    num_videos: int,
+    prop_video: np.ndarray,
+    prop_segments: np.ndarray,
+    prop_scores: np.ndarray,
+    tiou_thresholds: Sequence[float] | None = None,
+    max_avg_proposals: float = 100,
+) -> ProposalResult:
+    """:func:`average_recall` of columns.
+
+    Args:
+        gt_video: ``(G,)`` int64 video of each ground-truth segment, in ``[0, num_videos)``; every
+            one of the ``num_videos`` videos has a segment.
+        gt_segments: ``(G, 2)`` seconds.
+        num_videos: the number of videos with ground truth.
+        prop_video: ``(P,)`` int64 video of each proposal in the same codes; a value outside
+            ``[0, num_videos)`` for a video without ground truth.
+        prop_segments: ``(P, 2)`` seconds.
+        prop_scores: ``(P,)``; the row order breaks ties.
+        tiou_thresholds: default 0.5:0.05:0.95.
+        max_avg_proposals: the curve's largest average number of proposals per video.
+    """
+    thresholds = PROPOSAL_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds, float)
+    if len(gt_video) == 0:
+        raise ValueError("no ground-truth segment to recall")
+    if len(prop_video) == 0:
+        raise ValueError("the proposal file holds no proposal")
+    ratio = max_avg_proposals * num_videos / len(prop_video)
 
     # Proposals of ground-truth videos, by video then score descending (stable), with their rank.
-    prop_video = pd.Index(videos).get_indexer(proposals["video_id"].astype(str))
-    in_gt_video = np.flatnonzero(prop_video >= 0)
+    in_gt_video = np.flatnonzero((prop_video >= 0) & (prop_video < num_videos))
     prop_video = prop_video[in_gt_video]
-    prop_segments = proposals[["start", "end"]].to_numpy(np.float64)[in_gt_video]
-    order = group_then_score_order(prop_video, proposals["score"].to_numpy(np.float64)[in_gt_video])
-    prop_video, prop_segments = prop_video[order], prop_segments[order]
+    prop_segments = np.take(prop_segments, in_gt_video, axis=0)
+    order = group_then_score_order(prop_video, prop_scores[in_gt_video])
+    prop_video, prop_segments = prop_video[order], np.take(prop_segments, order, axis=0)
     per_video = np.bincount(prop_video, minlength=num_videos)
     rank = np.arange(len(prop_video)) - (np.cumsum(per_video) - per_video)[prop_video]
 
@@ -112,11 +152,11 @@ def average_recall(
     total_kept = int(kept_per_video.sum())
     if total_kept == 0:
         raise ValueError("no proposal kept for any ground-truth video")
-    kept = rank < kept_per_video[prop_video]
-    prop_video, prop_segments, rank = prop_video[kept], prop_segments[kept], rank[kept]
+    kept = np.flatnonzero(rank < kept_per_video[prop_video])
+    prop_video, prop_segments, rank = prop_video[kept], np.take(prop_segments, kept, axis=0), rank[kept]
 
     first_hit = _first_hit_rank(
-        gt_video, ground_truth, prop_video, prop_segments, rank, num_videos, thresholds
+        gt_video, gt_segments, prop_video, prop_segments, rank, num_videos, thresholds
     )
 
     points = np.arange(1, NUM_CURVE_POINTS + 1)
@@ -129,14 +169,14 @@ def average_recall(
     recall = np.empty((len(thresholds), NUM_CURVE_POINTS))
     for t in range(len(thresholds)):
         # (G, 1) < (G, J) -> (G, J): recalled when the first hit lies inside the used proposals
-        recall[t] = (first_hit[t][:, None] < used_for_gt).sum(axis=0) / len(ground_truth)
+        recall[t] = (first_hit[t][:, None] < used_for_gt).sum(axis=0) / len(gt_video)
     average_num_proposals = fractions * (float(total_kept) / num_videos)
     return ProposalResult(thresholds, recall, recall.mean(axis=0), average_num_proposals)
 
 
 def _first_hit_rank(
     gt_video: np.ndarray,
-    ground_truth: pd.DataFrame,
+    gt_segments: np.ndarray,
     prop_video: np.ndarray,
     prop_segments: np.ndarray,
     rank: np.ndarray,
@@ -145,9 +185,12 @@ def _first_hit_rank(
 ) -> np.ndarray:
     """``(T, G)`` rank of the best-scored proposal reaching each threshold for each ground truth
     (``int64`` max when none does)."""
-    gt_segments = ground_truth[["start", "end"]].to_numpy(np.float64)
-    pair_gt, pair_prop = overlapping_pairs(gt_video, gt_segments, prop_video, prop_segments, num_videos)
-    tiou = paired_tiou(prop_segments[pair_prop], gt_segments[pair_gt])
+    all_pairs = int(np.bincount(prop_video, minlength=num_videos)[gt_video].sum())
+    if all_pairs <= _ALL_PAIRS_PER_PROPOSAL * len(prop_video):
+        pair_gt, pair_prop = same_group_pairs(gt_video, prop_video, num_videos)
+    else:
+        pair_gt, pair_prop = overlapping_pairs(gt_video, gt_segments, prop_video, prop_segments, num_videos)
+    tiou = paired_tiou(np.take(prop_segments, pair_prop, axis=0), np.take(gt_segments, pair_gt, axis=0))
     # How many of the thresholds (in ascending order) each pair reaches: a pair that reaches k
     # reaches exactly the k lowest.
     ascending = np.argsort(thresholds, kind="stable")

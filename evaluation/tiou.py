@@ -184,11 +184,36 @@ def overlapping_pairs(
     high_rank = _searchsorted_in_order(distinct_starts, _ordered_int64(segments_a[:, 1]), side="right")
     first = np.searchsorted(sorted_key_b, group_of_a * num_ranks + low_rank, side="left")
     last = np.searchsorted(sorted_key_b, group_of_a * num_ranks + high_rank, side="left")
-    pairs_per_a = np.maximum(last - first, 0)
+    return _pairs_of_runs(first, np.maximum(last - first, 0), b_order)
 
-    index_a = np.repeat(np.arange(num_a, dtype=np.int64), pairs_per_a)
-    # offset of each pair inside its a's run: 0, 1, ..., pairs_per_a - 1
-    run_start = np.cumsum(pairs_per_a) - pairs_per_a
-    offset = np.arange(len(index_a), dtype=np.int64) - np.repeat(run_start, pairs_per_a)
-    index_b = b_order[np.repeat(first, pairs_per_a) + offset]
-    return index_a, index_b
+
+def same_group_pairs(
+    group_of_a: np.ndarray, group_of_b: np.ndarray, num_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, j) with ``group_of_a[i] == group_of_b[j]``, whatever the segments: cheaper than
+    :func:`overlapping_pairs` when the groups of b are small (ground truth: a few segments of one
+    class in one video). The pair count is known in advance: the sum over a of the b in its group.
+
+    Args:
+        group_of_a: ``(N,)`` int group id in [0, num_groups) of each a.
+        group_of_b: ``(M,)`` int group id of each b.
+        num_groups: number of distinct group ids.
+
+    Returns:
+        ``(index_a, index_b)``, two ``(K,)`` int64 arrays, ordered by ``index_a`` then by ``index_b``.
+    """
+    group_of_a = np.asarray(group_of_a, dtype=np.int64)
+    group_of_b = np.asarray(group_of_b, dtype=np.int64)
+    b_per_group = np.bincount(group_of_b, minlength=num_groups)
+    first_of_group = np.cumsum(b_per_group) - b_per_group
+    return _pairs_of_runs(first_of_group[group_of_a], b_per_group[group_of_a], stable_argsort(group_of_b))
+
+
+def _pairs_of_runs(first: np.ndarray, count: np.ndarray, b_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of each a ``i`` with the ``count[i]`` b at ``b_order[first[i]:first[i] + count[i]]``:
+    ``(index_a, index_b)``, two ``(K,)`` int64 arrays, ``K = count.sum()``, ordered by ``index_a``."""
+    index_a = np.repeat(np.arange(len(first), dtype=np.int64), count)
+    # position of each pair's b in b_order: first[i], first[i] + 1, ..., first[i] + count[i] - 1
+    run_start = np.cumsum(count) - count
+    position = np.arange(len(index_a), dtype=np.int64) + np.repeat(first - run_start, count)
+    return index_a, b_order[position]

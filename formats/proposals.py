@@ -9,12 +9,13 @@ score (best first). Read into a table ``video_id, start, end, score`` with the s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
-import pandas as pd
 
 from formats.submission import (
+    PredictionColumns,
     _bulk_base_columns,
     _check_segment_and_score,
     _decode_typed,
@@ -25,6 +26,9 @@ from formats.submission import (
     read_json,
 )
 from runstate import atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROPOSALS_VERSION = "1.0"
 
@@ -44,22 +48,32 @@ def write_proposals_json(path: str | Path, proposals: dict[str, np.ndarray]) -> 
     atomic.write_json(path, {"version": PROPOSALS_VERSION, "results": results, "external_data": {}})
 
 
-def proposal_predictions(proposals: dict, source: str = "proposals") -> pd.DataFrame:
-    """Validate an ActivityNet-style proposal file and return ``video_id, start, end, score``."""
+def proposal_columns(proposals: dict, source: str = "proposals") -> PredictionColumns:
+    """Validate an ActivityNet-style proposal file's content; its entries as columns."""
     results = _results(proposals, source)
     base = _bulk_base_columns(results)
     if base is None:
         base = _bulk_base_columns(_scan(results, source, _check_segment_and_score))
-    return pd.DataFrame(base[1])
+    return base[1]
+
+
+def proposal_predictions(proposals: dict, source: str = "proposals") -> pd.DataFrame:
+    """Validate an ActivityNet-style proposal file and return ``video_id, start, end, score``."""
+    return proposal_columns(proposals, source).table()
 
 
 class _ProposalFile(msgspec.Struct):
     results: dict[str, list[_ProposalEntry]]
 
 
-def load_proposals(path: str | Path) -> pd.DataFrame:
-    """:func:`proposal_predictions` of a file (read the typed way, else the validating way)."""
+def load_proposal_columns(path: str | Path) -> PredictionColumns:
+    """:func:`proposal_columns` of a file (read the typed way, else the validating way)."""
     proposals = _decode_typed(path, _ProposalFile)
     if proposals is None:
-        return proposal_predictions(read_json(path), source=str(path))
-    return pd.DataFrame(_typed_base_columns(proposals.results)[1])
+        return proposal_columns(read_json(path), source=str(path))
+    return _typed_base_columns(proposals.results)[1]
+
+
+def load_proposals(path: str | Path) -> pd.DataFrame:
+    """:func:`proposal_predictions` of a file (read the typed way, else the validating way)."""
+    return load_proposal_columns(path).table()

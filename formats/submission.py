@@ -26,26 +26,35 @@ A file is read in one of two ways (a leaderboard file holds hundreds of thousand
   into Python dicts, then the checks below. When the typed way rejects a file (a wrong type, a
   missing field, a NaN, any malformed JSON) the file is read again this way, which names the first
   bad entry, so every message comes from one place.
+
+Both ways build the entries' columns (:class:`PredictionColumns`: numpy arrays, class names encoded
+once per distinct name); the ``load_*_columns`` functions return them (the command line scores them
+as they are, without pandas), the ``load_*_submission`` and ``*_predictions`` ones their table.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import numbers
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
-import pandas as pd
 
 from runstate import atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EK100_VERSION = "0.2"
 EK100_CHALLENGE = "action_detection"
@@ -141,30 +150,96 @@ def _check_ek100_header(submission: dict, source: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Column checks shared by both ways of reading: each takes one field gathered over all entries
-# (a list in file order) and returns a numpy column, or None when some value is not acceptable.
+# Columns, built by both ways of reading: the entries' fields gathered over all entries (in file
+# order) into numpy arrays, checked there; None when some value is not acceptable.
 
 
-def _video_id_column(results: dict) -> np.ndarray:
-    """``(N,)`` object array: the video id of every entry, entries in file order."""
+@dataclass
+class PredictionColumns:
+    """A prediction file's entries as numpy columns, what both ways of reading build: the loaders'
+    tables are made from it (:meth:`table`) and the command line scores it as it is, so that it
+    never imports pandas. ``N`` entries in file order, ``V`` videos.
+
+    Attributes:
+        video_ids: ``(V,)`` object, the video ids (str) in file order.
+        video_sizes: ``(V,)`` int64, each video's entry count (its entries follow the previous video's).
+        segments: ``(N, 2)`` float64 ``[start, end]`` in seconds.
+        score: ``(N,)`` float64.
+        label_code: HACS: ``(N,)`` int64 index into ``label_names``; otherwise None.
+        label_names: HACS: the distinct class names, in order of first appearance.
+        class_ids: EK100: ``verb``, ``noun``, ``action_verb``, ``action_noun`` -> ``(N,)`` int64.
+    """
+
+    video_ids: np.ndarray
+    video_sizes: np.ndarray
+    segments: np.ndarray
+    score: np.ndarray
+    label_code: np.ndarray | None = None
+    label_names: list[str] = field(default_factory=list)
+    class_ids: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def video_codes(self, video_ids: Sequence[str]) -> np.ndarray:
+        """``(N,)`` int64 index of each entry's video in ``video_ids`` (e.g. the ground truth's
+        videos, by code), ``len(video_ids)`` for a video not among them; each of this file's videos
+        is looked up once."""
+        index = {str(video_id): code for code, video_id in enumerate(video_ids)}
+        codes = [index.get(video_id, len(video_ids)) for video_id in self.video_ids.tolist()]
+        return np.repeat(np.array(codes, dtype=np.int64), self.video_sizes)
+
+    def video_id_column(self) -> np.ndarray:
+        """``(N,)`` object: the video id of each entry."""
+        return np.repeat(self.video_ids, self.video_sizes)
+
+    def label_name_column(self) -> np.ndarray:
+        """``(N,)`` object: the class name of each entry (HACS)."""
+        return np.array(self.label_names, dtype=object)[self.label_code]
+
+    def table(self) -> pd.DataFrame:
+        """The loaders' table: ``video_id, start, end, score`` and then ``label_name`` (HACS) or
+        ``verb, noun, action_verb, action_noun`` (EK100)."""
+        import pandas as pd  # here: the command line scores the columns and never needs pandas
+
+        columns = {"video_id": self.video_id_column(), "start": self.segments[:, 0], "end": self.segments[:, 1],
+                   "score": self.score}
+        if self.label_code is not None:
+            columns["label_name"] = self.label_name_column()
+        return pd.DataFrame({**columns, **self.class_ids})
+
+
+def _base_columns(results: dict, segments: np.ndarray, score: np.ndarray) -> PredictionColumns:
+    """The columns every format has; ``segments`` ``(N, 2)`` and ``score`` ``(N,)`` are in the order
+    of ``results`` (video id -> list of entries)."""
     video_ids = np.array([str(video_id) for video_id in results], dtype=object)
-    return np.repeat(video_ids, [len(entries) for entries in results.values()])
+    video_sizes = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
+    return PredictionColumns(video_ids, video_sizes, segments, score)
 
 
-def _class_id_column(values: list, count: int) -> np.ndarray | None:
-    """``(N,)`` int64 class ids when every value is an int in ``[0, count)``."""
+def _encode(values: Iterable, count: int) -> tuple[np.ndarray, list]:
+    """``(codes, distinct)``: ``(count,)`` int64 index of each value into the distinct values, which
+    are in order of first appearance (as ``pd.factorize``). One dict lookup a value: a submission
+    repeats a few hundred class names (or a few thousand action strings) over all its entries."""
+    index: defaultdict = defaultdict(itertools.count().__next__)  # a new value gets the next code
+    codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=count)
+    return codes, list(index)
+
+
+def _class_id_column(values: Iterable, count: int, num_classes: int) -> np.ndarray | None:
+    """``(count,)`` int64 class ids when every value is an int in ``[0, num_classes)``."""
     try:
-        ids = np.fromiter(values, dtype=np.int64, count=len(values))
+        ids = np.fromiter(values, dtype=np.int64, count=count)
     except OverflowError:  # beyond int64, so out of range anyway
         return None
-    return ids if np.all((ids >= 0) & (ids < count)) else None
+    return ids if np.all((ids >= 0) & (ids < num_classes)) else None
 
 
-def _action_columns(actions: list, num_verbs: int, num_nouns: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(verb, noun)``, two ``(N,)`` int64 columns, from ``"v,n"`` strings of in-range ids.
-
-    A submission repeats a few thousand distinct strings, so each distinct one is parsed once."""
-    codes, distinct = pd.factorize(np.array(actions, dtype=object))
+def _action_columns(actions: Iterable, count: int, num_verbs: int,
+                    num_nouns: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(verb, noun)``, two ``(count,)`` int64 columns, from ``"v,n"`` strings of in-range ids;
+    each distinct string is parsed once."""
+    codes, distinct = _encode(actions, count)
     pairs = [_parse_action(action, num_verbs, num_nouns) for action in distinct]
     if any(pair is None for pair in pairs):
         return None
@@ -263,8 +338,8 @@ def _finite_floats(values: list) -> np.ndarray | None:
     return array if np.all(np.isfinite(array)) else None
 
 
-def _bulk_base_columns(results: dict) -> tuple[list, dict] | None:
-    """(entries, {video_id, start, end, score}) when every entry has a valid score and segment."""
+def _bulk_base_columns(results: dict) -> tuple[list, PredictionColumns] | None:
+    """(entries, columns) when every entry has a valid score and segment."""
     entries = list(chain.from_iterable(results.values()))
     if not _all_of_types(entries, {dict}):
         return None
@@ -276,22 +351,22 @@ def _bulk_base_columns(results: dict) -> tuple[list, dict] | None:
     score = _finite_floats([entry.get("score") for entry in entries])
     if start is None or end is None or score is None:
         return None
-    return entries, {"video_id": _video_id_column(results), "start": start, "end": end, "score": score}
+    return entries, _base_columns(results, np.stack([start, end], axis=1), score)
 
 
-def _bulk_hacs_columns(results: dict) -> dict | None:
+def _bulk_hacs_columns(results: dict) -> PredictionColumns | None:
     base = _bulk_base_columns(results)
     if base is None:
         return None
     entries, columns = base
     labels = [entry.get("label") for entry in entries]
-    if not _all_of_types(labels, {str}) or not all(labels):
+    if not _all_of_types(labels, {str}):
         return None
-    columns["label_name"] = np.array(labels, dtype=object)
-    return columns
+    columns.label_code, columns.label_names = _encode(labels, len(labels))
+    return columns if all(columns.label_names) else None  # no empty class name
 
 
-def _bulk_ek100_columns(results: dict, num_verbs: int, num_nouns: int) -> dict | None:
+def _bulk_ek100_columns(results: dict, num_verbs: int, num_nouns: int) -> PredictionColumns | None:
     base = _bulk_base_columns(results)
     if base is None:
         return None
@@ -300,16 +375,27 @@ def _bulk_ek100_columns(results: dict, num_verbs: int, num_nouns: int) -> dict |
         values = [entry.get(key) for entry in entries]
         if not _all_of_types(values, {int}):
             return None
-        columns[key] = _class_id_column(values, count)
-        if columns[key] is None:
+        columns.class_ids[key] = _class_id_column(values, len(values), count)
+        if columns.class_ids[key] is None:
             return None
     actions = [entry.get("action") for entry in entries]
     if not _all_of_types(actions, {str}):
         return None
-    action_ids = _action_columns(actions, num_verbs, num_nouns)
+    action_ids = _action_columns(actions, len(actions), num_verbs, num_nouns)
     if action_ids is None:
         return None
-    columns["action_verb"], columns["action_noun"] = action_ids
+    columns.class_ids["action_verb"], columns.class_ids["action_noun"] = action_ids
+    return columns
+
+
+def hacs_prediction_columns(submission: dict, source: str = "submission") -> PredictionColumns:
+    """Validate a HACS/ActivityNet detection submission; its entries as columns (with ``label_code``)."""
+    if not isinstance(submission.get("version"), str):
+        raise SubmissionError(f"{source}: 'version' is missing or not a string")
+    results = _results(submission, source)
+    columns = _bulk_hacs_columns(results)
+    if columns is None:
+        columns = _bulk_hacs_columns(_scan(results, source, _check_hacs_entry))
     return columns
 
 
@@ -319,13 +405,23 @@ def hacs_predictions(submission: dict, source: str = "submission") -> pd.DataFra
     Returns:
         DataFrame ``video_id, start, end, score, label_name`` in file order.
     """
-    if not isinstance(submission.get("version"), str):
-        raise SubmissionError(f"{source}: 'version' is missing or not a string")
+    return hacs_prediction_columns(submission, source).table()
+
+
+def ek100_prediction_columns(
+    submission: dict,
+    num_verbs: int = EK100_NUM_VERBS,
+    num_nouns: int = EK100_NUM_NOUNS,
+    source: str = "submission",
+) -> PredictionColumns:
+    """Validate an EK100 action-detection submission; its entries as columns (with ``class_ids``)."""
+    _check_ek100_header(submission, source)
     results = _results(submission, source)
-    columns = _bulk_hacs_columns(results)
+    columns = _bulk_ek100_columns(results, num_verbs, num_nouns)
     if columns is None:
-        columns = _bulk_hacs_columns(_scan(results, source, _check_hacs_entry))
-    return pd.DataFrame(columns)
+        plain = _scan(results, source, _ek100_entry_checker(num_verbs, num_nouns))
+        columns = _bulk_ek100_columns(plain, num_verbs, num_nouns)
+    return columns
 
 
 def ek100_predictions(
@@ -344,13 +440,7 @@ def ek100_predictions(
     Returns:
         DataFrame ``video_id, start, end, score, verb, noun, action_verb, action_noun`` in file order.
     """
-    _check_ek100_header(submission, source)
-    results = _results(submission, source)
-    columns = _bulk_ek100_columns(results, num_verbs, num_nouns)
-    if columns is None:
-        plain = _scan(results, source, _ek100_entry_checker(num_verbs, num_nouns))
-        columns = _bulk_ek100_columns(plain, num_verbs, num_nouns)
-    return pd.DataFrame(columns)
+    return ek100_prediction_columns(submission, num_verbs, num_nouns, source).table()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +453,9 @@ def ek100_predictions(
 
 
 class _Segment(msgspec.Struct, array_like=True, forbid_unknown_fields=True, gc=False):
-    """``[start, end]`` in seconds: a JSON array of exactly two numbers."""
+    """``[start, end]`` in seconds: a JSON array of exactly two numbers. (A struct rather than a
+    ``tuple[float, float]``: tuples are tracked by the garbage collector, whose next pass would
+    walk all of them.)"""
 
     start: float
     end: float
@@ -415,51 +507,52 @@ def _decode_typed(path: str | Path, kind: type):
         return None
 
 
-def _typed_base_columns(results: dict[str, list[_ProposalEntry]]) -> tuple[list, dict]:
-    """(entries, {video_id, start, end, score}) of decoded records; every number is finite (msgspec
-    has no NaN and rejects numbers beyond float range)."""
+def _typed_base_columns(results: dict[str, list[_ProposalEntry]]) -> tuple[list, PredictionColumns]:
+    """(entries, columns) of decoded records; every number is finite (msgspec has no NaN and rejects
+    numbers beyond float range). One pass over the entries a field, in C."""
     entries = list(chain.from_iterable(results.values()))
-    columns = {"video_id": _video_id_column(results)}
-    for name, field_path in (("start", "segment.start"), ("end", "segment.end"), ("score", "score")):
-        columns[name] = np.fromiter(map(attrgetter(field_path), entries), np.float64, count=len(entries))
-    return entries, columns
+    start, end, score = (np.fromiter(map(attrgetter(path), entries), np.float64, count=len(entries))
+                         for path in ("segment.start", "segment.end", "score"))
+    return entries, _base_columns(results, np.stack([start, end], axis=1), score)
 
 
-def _typed_hacs_columns(submission: _HacsFile) -> dict | None:
+def _typed_hacs_columns(submission: _HacsFile) -> PredictionColumns | None:
     entries, columns = _typed_base_columns(submission.results)
-    labels = list(map(attrgetter("label"), entries))
-    if not all(labels):  # an empty class name
+    columns.label_code, columns.label_names = _encode(map(attrgetter("label"), entries), len(entries))
+    return columns if all(columns.label_names) else None  # no empty class name
+
+
+def _typed_ek100_columns(submission: _Ek100File, num_verbs: int, num_nouns: int) -> PredictionColumns | None:
+    entries, columns = _typed_base_columns(submission.results)
+    for key, count in (("verb", num_verbs), ("noun", num_nouns)):
+        columns.class_ids[key] = _class_id_column(map(attrgetter(key), entries), len(entries), count)
+        if columns.class_ids[key] is None:
+            return None
+    action_ids = _action_columns(map(attrgetter("action"), entries), len(entries), num_verbs, num_nouns)
+    if action_ids is None:
         return None
-    columns["label_name"] = np.array(labels, dtype=object)
+    columns.class_ids["action_verb"], columns.class_ids["action_noun"] = action_ids
     return columns
 
 
-def _typed_ek100_columns(submission: _Ek100File, num_verbs: int, num_nouns: int) -> dict | None:
-    entries, columns = _typed_base_columns(submission.results)
-    for key, count in (("verb", num_verbs), ("noun", num_nouns)):
-        columns[key] = _class_id_column(list(map(attrgetter(key), entries)), count)
-        if columns[key] is None:
-            return None
-    action_ids = _action_columns(list(map(attrgetter("action"), entries)), num_verbs, num_nouns)
-    if action_ids is None:
-        return None
-    columns["action_verb"], columns["action_noun"] = action_ids
+def load_hacs_columns(path: str | Path) -> PredictionColumns:
+    """:func:`hacs_prediction_columns` of a file (read the typed way, else the validating way)."""
+    submission = _decode_typed(path, _HacsFile)
+    columns = None if submission is None else _typed_hacs_columns(submission)
+    if columns is None:
+        return hacs_prediction_columns(read_json(path), source=str(path))
     return columns
 
 
 def load_hacs_submission(path: str | Path) -> pd.DataFrame:
     """:func:`hacs_predictions` of a file (read the typed way, else the validating way)."""
-    submission = _decode_typed(path, _HacsFile)
-    columns = None if submission is None else _typed_hacs_columns(submission)
-    if columns is None:
-        return hacs_predictions(read_json(path), source=str(path))
-    return pd.DataFrame(columns)
+    return load_hacs_columns(path).table()
 
 
-def load_ek100_submission(
+def load_ek100_columns(
     path: str | Path, num_verbs: int = EK100_NUM_VERBS, num_nouns: int = EK100_NUM_NOUNS
-) -> pd.DataFrame:
-    """:func:`ek100_predictions` of a file (read the typed way, else the validating way)."""
+) -> PredictionColumns:
+    """:func:`ek100_prediction_columns` of a file (read the typed way, else the validating way)."""
     submission = _decode_typed(path, _Ek100File)
     columns = None
     if submission is not None:
@@ -467,8 +560,15 @@ def load_ek100_submission(
         _check_ek100_header(header, str(path))
         columns = _typed_ek100_columns(submission, num_verbs, num_nouns)
     if columns is None:
-        return ek100_predictions(read_json(path), num_verbs, num_nouns, source=str(path))
-    return pd.DataFrame(columns)
+        return ek100_prediction_columns(read_json(path), num_verbs, num_nouns, source=str(path))
+    return columns
+
+
+def load_ek100_submission(
+    path: str | Path, num_verbs: int = EK100_NUM_VERBS, num_nouns: int = EK100_NUM_NOUNS
+) -> pd.DataFrame:
+    """:func:`ek100_predictions` of a file (read the typed way, else the validating way)."""
+    return load_ek100_columns(path, num_verbs, num_nouns).table()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,12 +629,12 @@ def validate_submission(submission: dict, style: str, classes: dict[str, list[st
         source: the file name, for messages.
     """
     if style == "hacs":
-        predictions = hacs_predictions(submission, source)
-        unknown = sorted(set(predictions["label_name"]) - set(classes["label"]))
+        names = hacs_prediction_columns(submission, source).label_names
+        unknown = sorted(set(names) - set(classes["label"]))
         if unknown:
             raise SubmissionError(f"{source}: labels {unknown[:5]} are not class names of the classifier")
     elif style == "ek100":
-        ek100_predictions(submission, len(classes["verb"]), len(classes["noun"]), source)
+        ek100_prediction_columns(submission, len(classes["verb"]), len(classes["noun"]), source)
     else:
         raise ValueError(f"validate_submission: unknown style {style!r}, expected 'hacs' or 'ek100'")
 

@@ -182,6 +182,32 @@ def test_hacs_malformed_entries(tmp_path, entry, field):
     assert str(path) in str(info.value) and "vid1" in str(info.value) and f"'{field}'" in str(info.value)
 
 
+def test_hacs_typed_and_validating_ways_read_the_same_columns(tmp_path, monkeypatch):
+    from data import hacs_json
+
+    rng = np.random.default_rng(2)
+    for trial in range(20):
+        database = {}
+        for video in range(int(rng.integers(0, 6))):
+            entry = {"subset": ["training", "validation", "testing"][int(rng.integers(0, 3))],
+                     "duration": [int(rng.integers(1, 100)), float(rng.uniform(0.5, 100))][video % 2],
+                     "extra": {"ignored": [1]}}
+            if rng.random() < 0.8:
+                entry["annotations"] = [{"label": ["A", "B", "Curling ü"][int(rng.integers(0, 3))],
+                                         "segment": [float(s), float(s) + float(rng.uniform(0, 5))]}
+                                        for s in rng.uniform(0, 50, int(rng.integers(0, 4)))]
+            database[f"v{video}"] = entry
+        path = _hacs(tmp_path, database, f"{trial}.json")
+        typed = hacs_json.read_hacs_json(path)
+        monkeypatch.setattr(hacs_json, "_typed_columns", lambda raw: None)  # the validating way only
+        validating = hacs_json.read_hacs_json(path)
+        monkeypatch.undo()
+        for field in ("video_ids", "durations", "video_subsets", "segment_video", "segments", "labels"):
+            np.testing.assert_array_equal(getattr(typed, field), getattr(validating, field))
+            assert getattr(typed, field).dtype == getattr(validating, field).dtype
+        assert typed.class_names == validating.class_names
+
+
 def test_hacs_not_json_or_no_database(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(AnnotationError, match="not valid JSON"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -72,6 +74,18 @@ def test_hacs_command_line_table_and_metrics(files, tmp_path, capsys):
     assert metrics["average_mAP"] == pytest.approx(EXPECTED_MAP.mean(), abs=1e-12)
     assert metrics["tiou_thresholds"][0] == 0.5 and len(metrics["tiou_thresholds"]) == 10
     assert metrics["per_class"] == {"Archery": pytest.approx(5 / 6, abs=1e-12), "Bowling": pytest.approx(0.7)}
+
+
+@pytest.mark.parametrize("proposals", [False, True])
+def test_hacs_command_line_does_not_import_pandas(files, tmp_path, proposals):
+    # HACS files are read into numpy columns and scored as they are (pandas costs ~0.3 s to import)
+    predictions = files["proposals.json" if proposals else "submission.json"]
+    arguments = ["--dataset", "hacs", "--ground-truth", str(files["gt.json"]), "--predictions", str(predictions),
+                 "--output", str(tmp_path / "metrics.json"), *(["--proposals"] if proposals else [])]
+    code = f"import sys; from evaluation.cli import main; print(main({arguments!r}), 'pandas' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "0 False"
+    assert json.loads((tmp_path / "metrics.json").read_text())
 
 
 def test_label_without_ground_truth_in_the_subset_fails_with_one_line(files, tmp_path, capsys):

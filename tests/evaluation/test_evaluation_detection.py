@@ -259,6 +259,18 @@ def test_batched_pair_building_gives_the_same_result(monkeypatch):
     np.testing.assert_array_equal(batched, whole)
 
 
+def test_all_same_group_pairs_and_overlap_search_give_the_same_result(monkeypatch):
+    rng = np.random.default_rng(17)
+    for _ in range(40):
+        gt, preds = random_case(rng, coarse=True)
+        monkeypatch.setattr(detection, "_ALL_PAIRS_PER_PREDICTION", 10**9)  # every same-group pair
+        all_pairs = average_precision(gt, preds, HACS_TIOU_THRESHOLDS).ap
+        monkeypatch.setattr(detection, "_ALL_PAIRS_PER_PREDICTION", 0)  # the overlap search
+        searched = average_precision(gt, preds, HACS_TIOU_THRESHOLDS).ap
+        monkeypatch.undo()
+        np.testing.assert_array_equal(searched, all_pairs)
+
+
 def test_ek100_tasks_equal_the_loop_reference():
     rng = np.random.default_rng(99)
     num_gt, num_pred, num_nouns = 60, 300, 6

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.annotations import Annotations
+from data.annotations import Annotations, hacs_annotations
+from data.hacs_json import read_hacs_json
 from evaluation import evaluate, report
-from evaluation.detection import average_precision
-from evaluation.evaluate import evaluate_detections
+from evaluation.detection import LabelError, average_precision, evaluate_hacs
+from evaluation.evaluate import evaluate_detections, score_detections
 from evaluation.proposal import average_recall
 from evaluation.tiou import _ordered_int64, dense_rank, group_then_score_order, stable_argsort
+from formats.submission import hacs_prediction_columns, hacs_predictions
 
 
 def test_stable_argsort_is_numpys_stable_argsort():
@@ -84,3 +86,46 @@ def test_ek100_names_of_ground_truth_and_predictions(tmp_path):
 def test_action_names_of_tiny_tables(count):
     names = evaluate._action_names(pd.Series([1] * count), pd.Series([0] * count), ["a", "b"], ["x"])
     assert list(names) == ["b x"] * count
+
+
+def random_hacs_files(rng: np.random.Generator, tmp_path) -> tuple[dict, dict]:
+    """A HACS ground truth (two subsets, a video without segments) and a submission (a video
+    outside the ground truth, repeated segments and scores), on a half-second grid."""
+    names = ["Archery", "Bowling", "Curling", "Diving"]
+    database = {}
+    for video in range(6):
+        starts = rng.integers(0, 20, int(rng.integers(0, 4))) * 0.5
+        database[f"v{video}"] = {"subset": ["validation", "training"][video % 2], "duration": 30.0, "annotations": [
+            {"label": names[int(rng.integers(0, 3))], "segment": [s, s + float(rng.integers(1, 8)) * 0.5]}
+            for s in starts]}
+    results = {}
+    for video in range(7):
+        starts = rng.integers(0, 20, int(rng.integers(0, 30))) * 0.5
+        results[f"v{video}"] = [{"label": names[int(rng.integers(0, 3))], "score": float(rng.integers(0, 5)) / 4,
+                                 "segment": [s, s + float(rng.integers(1, 8)) * 0.5]} for s in starts]
+    (tmp_path / "gt.json").write_text(json.dumps({"database": database}))
+    return {"database": database}, {"version": "1", "results": results}
+
+
+def test_hacs_columns_score_as_the_tables(tmp_path):
+    # The command line's way (the files' columns) against the tables' (evaluate_hacs on DataFrames):
+    # the same AP to the last bit, the same names, the same error for a label without ground truth.
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        _, submission = random_hacs_files(rng, tmp_path)
+        ground_truth = read_hacs_json(tmp_path / "gt.json")
+        annotations = hacs_annotations(ground_truth)
+        columns = hacs_prediction_columns(submission)
+        outcomes = []
+        for way in ("tables", "columns", "annotations' columns"):
+            try:
+                if way == "tables":
+                    result = evaluate_hacs(annotations.segments, annotations.classes["label"],
+                                           hacs_predictions(submission))
+                else:
+                    truth = ground_truth if way == "columns" else annotations
+                    result = score_detections("hacs", truth, columns).results["label"]
+                outcomes.append((result.ap.tolist(), result.class_names, result.num_predictions.tolist()))
+            except (LabelError, ValueError) as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1] == outcomes[2]

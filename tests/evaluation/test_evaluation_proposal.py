@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation import proposal
 from evaluation.proposal import PROPOSAL_TIOU_THRESHOLDS, average_recall
 from evaluation.reference import average_recall_curve
 from evaluation.tiou import overlapping_pairs, paired_tiou, pairwise_tiou
@@ -121,6 +122,25 @@ def test_random_cases_equal_the_loop_reference(seed):
         np.testing.assert_allclose(result.recall, recall, rtol=0, atol=1e-12)
         np.testing.assert_allclose(result.average_num_proposals, num_proposals, rtol=1e-12)
         assert 0 < result.auc < 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_pairs_and_overlap_search_give_the_same_curve(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    gt_start = rng.integers(0, 40, 30) * 0.5
+    gt = segments_table(list(zip([f"v{i}" for i in rng.integers(0, 6, 30)], gt_start,
+                                 gt_start + rng.integers(1, 12, 30) * 0.5)))
+    prop_start = rng.integers(0, 40, 200) * 0.5
+    proposals = segments_table(list(zip([f"v{i}" for i in rng.integers(0, 7, 200)], prop_start,
+                                        prop_start + rng.integers(1, 12, 200) * 0.5,
+                                        rng.integers(0, 10, 200) / 10)), with_score=True)
+    curves = []
+    for per_proposal in (10**9, 0):  # every same-video pair; the overlap search
+        monkeypatch.setattr(proposal, "_ALL_PAIRS_PER_PROPOSAL", per_proposal)
+        result = average_recall(gt, proposals)
+        curves.append((result.recall, result.average_num_proposals))
+    np.testing.assert_array_equal(curves[0][0], curves[1][0])
+    np.testing.assert_array_equal(curves[0][1], curves[1][1])
 
 
 def test_thresholds_in_any_order_equal_the_loop_reference():
