@@ -18,6 +18,33 @@ def ek100_dir() -> Path:
     return EK100_DIR
 
 
+@pytest.fixture
+def spill_dir(tmp_path, monkeypatch):
+    """The folder temporary copies of video streams go to during the test (``tempfile.gettempdir()``)."""
+    import tempfile
+
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def decord_opens(monkeypatch):
+    """The URIs decord.VideoReader is constructed with during the test."""
+    import decord
+
+    opens = []
+    real_reader = decord.VideoReader
+
+    def counting_reader(uri, *args, **kwargs):
+        opens.append(uri)
+        return real_reader(uri, *args, **kwargs)
+
+    monkeypatch.setattr(decord, "VideoReader", counting_reader)
+    return opens
+
+
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory) -> Path:
     """One cache folder for the generated synthetic sets of the whole test session."""

@@ -2,11 +2,9 @@ import io
 import os
 import subprocess
 import sys
-import tempfile
 from fractions import Fraction
 
 import av
-import decord
 import numpy as np
 import pytest
 from testkit import REPO_ROOT, decode_index, index_frames
@@ -103,29 +101,6 @@ def test_one_decoder_open_per_video(videos, decord_opens):
         reader = VideoReader(videos["25"], short_side=short_side)
         assert reader.num_opens == 1
     assert len(decord_opens) == 3
-
-
-@pytest.fixture
-def spill_dir(tmp_path, monkeypatch):
-    """The folder temporary copies go to during the test (``tempfile.gettempdir()``)."""
-    folder = tmp_path / "spill"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
-@pytest.fixture
-def decord_opens(monkeypatch):
-    """The URIs decord.VideoReader is constructed with during the test."""
-    opens = []
-    real_reader = decord.VideoReader
-
-    def counting_reader(uri, *args, **kwargs):
-        opens.append(uri)
-        return real_reader(uri, *args, **kwargs)
-
-    monkeypatch.setattr(decord, "VideoReader", counting_reader)
-    return opens
 
 
 def test_file_like_source_is_spilled_to_a_file_deleted_at_once(videos, spill_dir, decord_opens):

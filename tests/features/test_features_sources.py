@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import tarfile
-import tempfile
 import zipfile
 
-import decord
 import numpy as np
 import pytest
 from testkit import decode_index, index_frames
@@ -181,21 +179,12 @@ def test_archive_members_that_are_not_videos_fail_naming_the_member(tmp_path):
         opener.close()
 
 
-def test_members_decode_like_the_plain_file_with_one_open_and_no_file_left(tmp_path, video, monkeypatch):
+def test_members_decode_like_the_plain_file_with_one_open_and_no_file_left(tmp_path, video, spill_dir,
+                                                                           decord_opens):
     files = {"deep/dir/clip.mp4": video, "other.mp4": video.with_name("other.mp4")}
     files["other.mp4"].write_bytes(video.read_bytes())
     archives = make_archives(tmp_path, files)
-    spill_dir = tmp_path / "spill"
-    spill_dir.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
-    opens = []
-    real_reader = decord.VideoReader
-
-    def counting_reader(uri, *args, **kwargs):
-        opens.append(uri)
-        return real_reader(uri, *args, **kwargs)
-
-    monkeypatch.setattr(decord, "VideoReader", counting_reader)
+    opens = decord_opens
     plain = VideoReader(video, short_side=40)
     expected = plain.frames(np.arange(plain.num_frames))
     assert decode_index(expected).tolist() == list(range(40))
