@@ -14,16 +14,19 @@ Three sets are generated (seeded) as files in a temporary folder (or ``--keep DI
 For each set, in this process, each stage is run ``--runs`` times, alternating with its baseline,
 and the medians and their ratio are printed:
 
-* parse: the file into memory (msgspec typed records) against ``json.load`` (the previous parser);
-* validate: records -> prediction columns (what the command line scores; the loaders' tables are
-  made of them), against the validating way (the checks on ``json.load``'s dicts, which name the
-  first bad entry and which every rejected file goes through);
-* score: the vectorized metrics on the columns, as the command line runs them.
+* read: the file into prediction columns (what the command line scores; the loaders' tables are
+  made of them) the typed way (msgspec records) in this process, against ``json.load`` plus the
+  validating way (the checks on dicts, which name the first bad entry and which every rejected
+  file goes through); then the typed way as it runs by default, in one process per 8 MB and
+  usable CPU (``runstate.parts``), against this process alone;
+* score: the vectorized metrics on the columns as the command line runs them (the classes split
+  over one process per 100,000 predictions and usable CPU), against this process alone.
 
-Then the whole command (``python -m evaluation ...``) as a subprocess: median wall time and the
-largest peak RSS over ``--runs`` runs. With ``--baseline-tree DIR`` (a checkout of an earlier
-version, e.g. ``git worktree add /tmp/base <commit>``) the same command runs from there too,
-alternating with ours, and the ratio and whether both wrote the same metrics.json are printed.
+Then the whole command (``python -m evaluation ...``) as a subprocess, by default and with
+``--workers 1``, alternating: median wall time and the largest peak RSS over ``--runs`` runs.
+With ``--baseline-tree DIR`` (a checkout of an earlier version, e.g. ``git worktree add /tmp/base
+<commit>``) the same command runs from there too, and the ratio and whether both wrote the same
+metrics.json are printed.
 Last, the loop-by-loop reference (evaluation/reference.py) runs on the first
 ``--reference-fraction`` of the videos and the largest |ours - reference| is printed, with whether
 the AP equals the official ``interpolated_prec_rec`` arithmetic bit for bit.
@@ -68,6 +71,7 @@ from evaluation.reference import (  # noqa: E402
 )
 from formats import proposals as proposals_format  # noqa: E402
 from formats import submission  # noqa: E402
+from runstate.parts import default_parts  # noqa: E402
 
 OFFICIAL_HACS_SECONDS = 98.0  # the issue's measurement of the official evaluator on the HACS set
 HACS_VIDEOS, HACS_PREDICTIONS_PER_VIDEO, HACS_CLASSES = 7500, 100, 200
@@ -272,13 +276,17 @@ def run_command(arguments: list[str], tree: Path) -> tuple[float, float, float |
 
 
 def whole_process(name: str, arguments: list[str], folder: Path, runs: int, baseline_tree: Path | None) -> None:
-    """Median wall and CPU time and peak RSS of the command, against the baseline tree's when given."""
-    outputs = {"ours": folder / f"{name}_metrics.json", "baseline": folder / f"{name}_metrics_baseline.json"}
-    trees = {"ours": REPO} if baseline_tree is None else {"ours": REPO, "baseline": baseline_tree}
-    measured: dict[str, list[tuple[float, float, float | None]]] = {key: [] for key in trees}
+    """Median wall and CPU time and peak RSS of the command as it runs by default (reading and
+    scoring in one process per usable CPU), against ``--workers 1`` (one process) and, when given,
+    the baseline tree's command, alternating."""
+    variants = {"ours": (REPO, []), "one process": (REPO, ["--workers", "1"])}
+    if baseline_tree is not None:
+        variants["baseline"] = (baseline_tree, [])
+    outputs = {key: folder / f"{name}_metrics_{index}.json" for index, key in enumerate(variants)}
+    measured: dict[str, list[tuple[float, float, float | None]]] = {key: [] for key in variants}
     for _ in range(runs):
-        for key, tree in trees.items():
-            measured[key].append(run_command([*arguments, "--output", str(outputs[key])], tree))
+        for key, (tree, extra) in variants.items():
+            measured[key].append(run_command([*arguments, *extra, "--output", str(outputs[key])], tree))
 
     def summary(key: str) -> tuple[float, float, str]:
         wall = statistics.median(m[0] for m in measured[key])
@@ -287,18 +295,20 @@ def whole_process(name: str, arguments: list[str], folder: Path, runs: int, base
         return wall, cpu, f"peak RSS {max(peaks):.0f} MB" if peaks else "peak RSS n/a (no GNU time)"
 
     wall, cpu, rss = summary("ours")
-    line = f"  whole `python -m evaluation`: {wall:.2f} s wall, {cpu:.2f} s CPU (medians of {runs}), {rss}"
+    line = (f"  whole `python -m evaluation`: {wall:.2f} s wall, {cpu:.2f} s CPU of all its processes (medians of "
+            f"{runs}), {rss} (the largest process)")
     if name == "hacs":
         line += (f"; the official evaluator (the issue's figure) {OFFICIAL_HACS_SECONDS:.0f} s"
                  f" = {OFFICIAL_HACS_SECONDS / wall:.0f}x this")
     print(line)
-    if baseline_tree is not None:
-        base_wall, base_cpu, base_rss = summary("baseline")
-        same, worst = compare_metrics(json.loads(outputs["ours"].read_text()),
-                                      json.loads(outputs["baseline"].read_text()))
-        print(f"  baseline tree: {base_wall:.2f} s wall, {base_cpu:.2f} s CPU, {base_rss} | ratio "
-              f"{base_wall / wall:.1f}x wall, {base_cpu / cpu:.1f}x CPU | metrics.json "
-              f"{'identical' if same else 'differ'} (max |difference| {worst:.1e})")
+    ours_metrics = json.loads(outputs["ours"].read_text())
+    for key in list(variants)[1:]:
+        other_wall, other_cpu, other_rss = summary(key)
+        same, worst = compare_metrics(ours_metrics, json.loads(outputs[key].read_text()))
+        label = "`--workers 1`" if key == "one process" else "baseline tree"
+        print(f"  {label}: {other_wall:.2f} s wall, {other_cpu:.2f} s CPU, {other_rss} | default / this "
+              f"{wall / other_wall:.2f} wall | metrics.json {'identical' if same else 'differ'} "
+              f"(max |difference| {worst:.1e})")
 
 
 def compare_metrics(ours, base) -> tuple[bool, float]:
@@ -324,6 +334,31 @@ def stage_report(name: str, ours: Timing, baseline: Timing | None = None, baseli
         line += (f" | {baseline_name} {base_wall:6.3f} s (CPU {base_cpu:6.3f} s) | ratio {base_wall / wall:5.1f}x "
                  f"(CPU {base_cpu / cpu:5.1f}x)")
     print(line)
+
+
+def read_report(path: Path, load, validating_way, runs: int):
+    """Time reading a file into columns: the typed way in this process against ``json.load`` plus
+    the validating way, then the typed way in its default processes against this process alone.
+    ``load(workers)`` reads; returns the columns."""
+    ours, base, columns, _ = alternating(lambda: load(1), validating_way, runs)
+    stage_report("read", ours, base, "json.load + validating way")
+    parts, one, _, _ = alternating(lambda: load(None), lambda: load(1), runs)
+    parts_report("read", parts, one, default_parts(path.stat().st_size, submission.BYTES_PER_PART))
+    return columns
+
+
+def score_report(score, runs: int):
+    """Time scoring in the default processes against this process alone; ``score(workers)``."""
+    parts, one, result, _ = alternating(lambda: score(None), lambda: score(1), runs)
+    parts_report("score", parts, one)
+    return result
+
+
+def parts_report(name: str, parts: Timing, one: Timing, num_parts: int | None = None) -> None:
+    """The default (forked parts) against one process; CPU time is this process's only."""
+    wall, one_wall = parts.median[0], one.median[0]
+    count = f"{num_parts} processes" if num_parts else "default processes"
+    print(f"  {name:9s} {wall:6.3f} s in {count} | one process {one_wall:6.3f} s | ratio {one_wall / wall:5.2f}x")
 
 
 def stdlib_json(path: Path) -> dict:
@@ -357,20 +392,14 @@ def bench_hacs(paths: dict[str, Path], args, baseline_tree: Path | None) -> None
     ground_truth = read_hacs_json(paths["ground_truth"])
     annotations = hacs_annotations(ground_truth)
     segments, names = annotations.segments, annotations.classes["label"]
-    typed = lambda: submission._decode_typed(paths["submission"], submission._HacsFile)  # noqa: E731
-    ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["submission"]),
-                                                                  args.runs)
-    ours_validate, base_validate, columns, _ = alternating(
-        lambda: submission._typed_hacs_columns(records),
-        lambda: submission.hacs_prediction_columns(parsed), args.runs)
-    records = parsed = None  # free the parsed files before scoring
-    ours_score, evaluation = repeated(lambda: score_detections("hacs", ground_truth, columns), args.runs)
+    columns = read_report(paths["submission"], lambda workers: submission.load_hacs_columns(paths["submission"],
+                                                                                              workers=workers),
+                          lambda: submission.hacs_prediction_columns(stdlib_json(paths["submission"])), args.runs)
+    evaluation = score_report(lambda workers: score_detections("hacs", ground_truth, columns, workers=workers),
+                              args.runs)
     result, table = evaluation.results["label"], columns.table()
-    print(f"HACS: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} predictions, "
-          f"{segments['label'].nunique()} classes: average mAP {100 * result.average_mAP:.2f}")
-    stage_report("parse", ours_parse, base_parse, "json.load")
-    stage_report("validate", ours_validate, base_validate, "validating way")
-    stage_report("score", ours_score)
+    print(f"  HACS: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
+          f"predictions, {segments['label'].nunique()} classes: average mAP {100 * result.average_mAP:.2f}")
     whole_process("hacs", ["--dataset", "hacs", "--ground-truth", str(paths["ground_truth"]),
                            "--predictions", str(paths["submission"])], paths["submission"].parent, args.runs,
                   baseline_tree)
@@ -387,20 +416,14 @@ def bench_hacs(paths: dict[str, Path], args, baseline_tree: Path | None) -> None
 def bench_proposals(paths: dict[str, Path], args, baseline_tree: Path | None) -> None:
     ground_truth = read_hacs_json(paths["ground_truth"])
     segments = hacs_annotations(ground_truth).segments
-    typed = lambda: submission._decode_typed(paths["proposals"], proposals_format._ProposalFile)  # noqa: E731
-    ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["proposals"]),
-                                                                  args.runs)
-    ours_validate, base_validate, columns, _ = alternating(
-        lambda: submission._typed_base_columns(records.results)[1],
-        lambda: proposals_format.proposal_columns(parsed), args.runs)
-    records = parsed = None  # free the parsed files before scoring
+    columns = read_report(paths["proposals"], lambda workers: proposals_format.load_proposal_columns(
+        paths["proposals"], workers=workers), lambda: proposals_format.proposal_columns(
+        stdlib_json(paths["proposals"])), args.runs)
     ours_score, result = repeated(lambda: score_proposals(ground_truth, columns), args.runs)
-    table = columns.table()
-    print(f"proposals: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
-          f"proposals: AR@100 {100 * result.ar_at(100):.2f}, AUC {100 * result.auc:.2f}")
-    stage_report("parse", ours_parse, base_parse, "json.load")
-    stage_report("validate", ours_validate, base_validate, "validating way")
     stage_report("score", ours_score)
+    table = columns.table()
+    print(f"  proposals: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
+          f"proposals: AR@100 {100 * result.ar_at(100):.2f}, AUC {100 * result.auc:.2f}")
     whole_process("proposals", ["--dataset", "hacs", "--proposals", "--ground-truth", str(paths["ground_truth"]),
                                 "--predictions", str(paths["proposals"])], paths["proposals"].parent, args.runs,
                   baseline_tree)
@@ -422,20 +445,14 @@ def bench_ek100(paths: dict[str, Path], args, baseline_tree: Path | None) -> Non
     annotations = load_ground_truth(build_parser().parse_args(
         ["--dataset", "ek100", "--ground-truth", str(paths["ground_truth"]), "--predictions", "-"]))
     segments = annotations.segments
-    typed = lambda: submission._decode_typed(paths["submission"], submission._Ek100File)  # noqa: E731
-    ours_parse, base_parse, records, parsed = alternating(typed, lambda: stdlib_json(paths["submission"]),
-                                                                  args.runs)
-    ours_validate, base_validate, columns, _ = alternating(
-        lambda: submission._typed_ek100_columns(records, EK100_VERBS, EK100_NOUNS),
-        lambda: submission.ek100_prediction_columns(parsed, EK100_VERBS, EK100_NOUNS), args.runs)
-    records = parsed = None  # free the parsed files before scoring
-    ours_score, evaluation = repeated(lambda: score_detections("ek100", annotations, columns), args.runs)
+    columns = read_report(paths["submission"], lambda workers: submission.load_ek100_columns(
+        paths["submission"], EK100_VERBS, EK100_NOUNS, workers=workers), lambda: submission.ek100_prediction_columns(
+        stdlib_json(paths["submission"]), EK100_VERBS, EK100_NOUNS), args.runs)
+    evaluation = score_report(lambda workers: score_detections("ek100", annotations, columns, workers=workers),
+                              args.runs)
     results, table = evaluation.results, columns.table()
-    print(f"EK100: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} predictions: "
-          "average mAP " + ", ".join(f"{task} {100 * r.average_mAP:.2f}" for task, r in results.items()))
-    stage_report("parse", ours_parse, base_parse, "json.load")
-    stage_report("validate", ours_validate, base_validate, "validating way")
-    stage_report("score", ours_score)
+    print(f"  EK100: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
+          "predictions: average mAP " + ", ".join(f"{task} {100 * r.average_mAP:.2f}" for task, r in results.items()))
     whole_process("ek100", ["--dataset", "ek100", "--ground-truth", str(paths["ground_truth"]),
                             "--predictions", str(paths["submission"])], paths["submission"].parent, args.runs,
                   baseline_tree)

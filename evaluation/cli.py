@@ -2,13 +2,14 @@
 
     python -m evaluation --dataset hacs|ek100 --ground-truth FILE --predictions FILE
         [--subset validation] [--output metrics.json] [--report DIR] [--proposals]
-        [--verb-classes CSV] [--noun-classes CSV] [--tiou-thresholds T ...]
+        [--verb-classes CSV] [--noun-classes CSV] [--tiou-thresholds T ...] [--workers N]
 
 Prints the table in percent and writes metrics.json in fractions (by default beside the
 predictions file). An invalid input file ends with one line on stderr and exit status 2. Only
 ``--report`` imports the plotting code (matplotlib), which costs more than a whole evaluation.
 HACS files are read into numpy columns and scored as they are: pandas (a third of a second to
-import) is imported only by EK100's CSV reading and by ``--report``.
+import) is imported only by EK100's CSV reading and by ``--report``. A leaderboard-size file is read
+and scored in one process per usable CPU (``--workers``; ``runstate.parts``), with the same numbers.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"EK100 noun class CSV (default: {EK100_NOUN_CLASSES} beside the ground truth)")
     parser.add_argument("--tiou-thresholds", type=float, nargs="+", default=None,
                         help="override the protocol's tIoU thresholds")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes to read and score in (default 0: one per 8 MB of predictions, "
+                             "100,000 predictions and usable CPU, at most 4; 1: this process only)")
     return parser
 
 
@@ -91,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         annotations = load_ground_truth(args)
         if args.proposals:
-            result = evaluate_proposal_file(annotations, args.predictions, args.subset, args.tiou_thresholds)
+            result = evaluate_proposal_file(annotations, args.predictions, args.subset, args.tiou_thresholds,
+                                            workers=args.workers or None)
             print(proposal_table(result))
             metrics = {"proposals": result.to_metrics()}
             detection, proposals = None, result
         else:
             detection = evaluate_detections(args.dataset, annotations, args.predictions, args.subset,
-                                            args.tiou_thresholds)
+                                            args.tiou_thresholds, args.workers or None)
             print(detection_table(detection.results))
             metrics, proposals = detection.to_metrics(), None
     except (AnnotationError, ValueError, OSError) as error:  # SubmissionError/LabelError are ValueErrors

@@ -63,6 +63,7 @@ from evaluation.tiou import (
     same_group_pairs,
     stable_argsort,
 )
+from runstate.parts import default_parts, run_in_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +86,8 @@ _PREDICTIONS_PER_BATCH = 25_000
 _ALL_PAIRS_PER_PREDICTION = 8
 # The largest (class, video) key looked up through a table (4 bytes an entry) rather than searched.
 _GROUP_TABLE_LIMIT = 1 << 23
+# Scoring splits into one process per this many predictions (and usable CPU) by default.
+PREDICTIONS_PER_PART = 100_000
 
 
 class LabelError(ValueError):
@@ -199,17 +202,57 @@ def average_precision(
 
 
 def average_precision_of_columns(
-    ground_truth: SegmentColumns, predictions: SegmentColumns, tiou_thresholds: Sequence[float]
+    ground_truth: SegmentColumns, predictions: SegmentColumns, tiou_thresholds: Sequence[float],
+    workers: int | None = None,
 ) -> DetectionResult:
-    """:func:`average_precision` of columns (the row orders mean what they mean there)."""
+    """:func:`average_precision` of columns (the row orders mean what they mean there).
+
+    ``workers``: processes to score in (``runstate.parts``; None: one per
+    :data:`PREDICTIONS_PER_PART` predictions and usable CPU). Each scores a contiguous range of the
+    classes (as many predictions each as can be), since no class's AP depends on another's; the
+    result is the same, bit for bit, for any number.
+    """
     thresholds = _checked_thresholds(tiou_thresholds)
     if len(ground_truth) == 0:
         raise ValueError("no ground-truth segment to evaluate against")
-    class_labels, gt_class = np.unique(ground_truth.label, return_inverse=True)
-    num_classes = len(class_labels)
+    class_labels = np.unique(ground_truth.label)
     pred_class = _group_of(class_labels, predictions.label)  # -1: a label without ground truth
     if np.any(pred_class < 0):
         raise LabelError(f"prediction label {predictions.label[pred_class < 0][0]} has no ground truth")
+    num_parts = default_parts(len(predictions), PREDICTIONS_PER_PART) if workers is None else workers
+    num_parts = max(1, min(num_parts, len(class_labels)))
+    if num_parts == 1:
+        return _average_precision_of_classes(ground_truth, predictions, thresholds)
+    gt_class = _group_of(class_labels, ground_truth.label)
+    # Class ranges [first[k], first[k + 1]) holding about equal shares of the predictions.
+    ends = np.cumsum(np.bincount(pred_class, minlength=len(class_labels)))
+    first = np.searchsorted(ends, ends[-1] * np.arange(num_parts) // num_parts, side="right")
+    first[0] = 0
+    first = np.append(first, len(class_labels))
+
+    def score_part(part: int, num_parts: int) -> DetectionResult:
+        begin, end = first[part], first[part + 1]
+        if begin == end:  # one class holds more than a share: nothing left for this part
+            return DetectionResult(thresholds, class_labels[:0], np.zeros((len(thresholds), 0)),
+                                   np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return _average_precision_of_classes(ground_truth.rows((gt_class >= begin) & (gt_class < end)),
+                                             predictions.rows((pred_class >= begin) & (pred_class < end)),
+                                             thresholds)
+
+    parts = [part for part in run_in_parts(score_part, num_parts) if len(part.class_labels)]
+    return DetectionResult(thresholds, np.concatenate([part.class_labels for part in parts]),
+                           np.concatenate([part.ap for part in parts], axis=1),
+                           np.concatenate([part.num_ground_truth for part in parts]),
+                           np.concatenate([part.num_predictions for part in parts]))
+
+
+def _average_precision_of_classes(
+    ground_truth: SegmentColumns, predictions: SegmentColumns, thresholds: np.ndarray
+) -> DetectionResult:
+    """The AP of every class of ``ground_truth`` (non-empty), in one process."""
+    class_labels, gt_class = np.unique(ground_truth.label, return_inverse=True)
+    num_classes = len(class_labels)
+    pred_class = _group_of(class_labels, predictions.label)  # every label has ground truth: checked
 
     # Class by class, score descending, equal scores in input order.
     order = group_then_score_order(pred_class, predictions.score)
@@ -526,6 +569,7 @@ def evaluate_hacs_columns(
     predictions: PredictionColumns,
     subset: str | None = "validation",
     tiou_thresholds: Sequence[float] | None = None,
+    workers: int | None = None,
 ) -> DetectionResult:
     """:func:`evaluate_hacs` of columns: the same result, without a table.
 
@@ -537,6 +581,7 @@ def evaluate_hacs_columns(
         predictions: a HACS submission's columns (``label_code`` into ``label_names``).
         subset: the subset's name, for the message of a :class:`LabelError`.
         tiou_thresholds: default 0.5:0.05:0.95.
+        workers: scoring processes (:func:`average_precision_of_columns`; None: by size).
     """
     thresholds = HACS_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
     pred_labels = _class_of_names(class_names, np.unique(ground_truth.label), predictions.label_names)[
@@ -549,7 +594,7 @@ def evaluate_hacs_columns(
                                                 subset, int(unknown.sum())))
     scored = SegmentColumns(pred_labels, predictions.video_codes(gt_video_ids), predictions.segments,
                             predictions.score)
-    result = average_precision_of_columns(ground_truth, scored, thresholds)
+    result = average_precision_of_columns(ground_truth, scored, thresholds, workers)
     result.class_names = [class_names[label] for label in result.class_labels]
     return result
 
@@ -643,10 +688,12 @@ def evaluate_ek100_columns(
     tiou_thresholds: Sequence[float] | None = None,
     verb_names: Sequence[str] | None = None,
     noun_names: Sequence[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, DetectionResult]:
     """:func:`evaluate_ek100` of columns: the evaluated ground truth (already of the subset) with its
     ``verb, noun`` ids, the predictions with their ``verb, noun, action_verb, action_noun`` ids
-    (``(G,)`` and ``(N,)`` int64; the columns' ``label`` is not read: each task sets its own)."""
+    (``(G,)`` and ``(N,)`` int64; the columns' ``label`` is not read: each task sets its own).
+    ``workers``: scoring processes per task (:func:`average_precision_of_columns`; None: by size)."""
     thresholds = EK100_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds)
     results = {}
     for task in EK100_TASKS:
@@ -654,7 +701,8 @@ def evaluate_ek100_columns(
         pred_labels = _ek100_task_labels(pred_ids, task, num_nouns, ("action_verb", "action_noun"))
         keep = np.isin(pred_labels, gt_labels)
         result = average_precision_of_columns(replace(ground_truth, label=gt_labels),
-                                              replace(predictions.rows(keep), label=pred_labels[keep]), thresholds)
+                                              replace(predictions.rows(keep), label=pred_labels[keep]), thresholds,
+                                              workers)
         result.class_names = [_ek100_class_name(task, label, num_nouns, verb_names, noun_names)
                               for label in result.class_labels]
         results[task] = result

@@ -135,6 +135,7 @@ def evaluate_detections(
     submission_path: str | Path,
     subset: str | None = "validation",
     tiou_thresholds: Sequence[float] | None = None,
+    workers: int | None = None,
 ) -> DetectionEvaluation:
     """Validate and score a detection submission file against the ground truth.
 
@@ -146,16 +147,18 @@ def evaluate_detections(
         submission_path: the submission JSON.
         subset: evaluated subset of the ground truth.
         tiou_thresholds: ``None`` or empty for the dataset's protocol.
+        workers: processes to read and to score in (``runstate.parts``); None: by the file's size
+            and the usable CPUs. The numbers are the same for any count.
     """
     if style not in STYLES:
         raise ValueError(f"unknown dataset style '{style}', expected one of {STYLES}")
     _evaluated_columns(ground_truth, subset)  # a subset without ground truth is said before the file is read
     if style == "hacs":
-        predictions = load_hacs_columns(submission_path)
+        predictions = load_hacs_columns(submission_path, workers)
     else:
         predictions = load_ek100_columns(submission_path, len(ground_truth.classes["verb"]),
-                                         len(ground_truth.classes["noun"]))
-    return score_detections(style, ground_truth, predictions, subset, tiou_thresholds)
+                                         len(ground_truth.classes["noun"]), workers)
+    return score_detections(style, ground_truth, predictions, subset, tiou_thresholds, workers)
 
 
 def score_detections(
@@ -164,6 +167,7 @@ def score_detections(
     predictions: PredictionColumns,
     subset: str | None = "validation",
     tiou_thresholds: Sequence[float] | None = None,
+    workers: int | None = None,
 ) -> DetectionEvaluation:
     """:func:`evaluate_detections` of a submission already read (``formats.submission.load_*_columns``)."""
     thresholds = list(tiou_thresholds) if tiou_thresholds else None
@@ -171,7 +175,7 @@ def score_detections(
         class_names = ground_truth.class_names if isinstance(ground_truth, HacsGroundTruth) \
             else ground_truth.classes[HACS_HEAD]
         segments, video_ids = _evaluated_columns(ground_truth, subset)
-        result = evaluate_hacs_columns(segments, video_ids, class_names, predictions, subset, thresholds)
+        result = evaluate_hacs_columns(segments, video_ids, class_names, predictions, subset, thresholds, workers)
         return DetectionEvaluation(
             style,
             {HACS_HEAD: result},
@@ -188,7 +192,7 @@ def score_detections(
                                     predictions.segments, predictions.score)
         results = evaluate_ek100_columns(
             unlabelled_gt, {head: segments[head].to_numpy(np.int64) for head in ("verb", "noun")},
-            unlabelled, predictions.class_ids, len(noun_names), thresholds, verb_names, noun_names,
+            unlabelled, predictions.class_ids, len(noun_names), thresholds, verb_names, noun_names, workers,
         )
         return DetectionEvaluation(
             style,
@@ -234,10 +238,12 @@ def evaluate_proposal_file(
     subset: str | None = "validation",
     tiou_thresholds: Sequence[float] | None = None,
     max_avg_proposals: float = 100,
+    workers: int | None = None,
 ) -> ProposalResult:
-    """AR@AN of a proposal file against every ground-truth segment of the subset (class-agnostic)."""
+    """AR@AN of a proposal file against every ground-truth segment of the subset (class-agnostic);
+    the file is read in ``workers`` processes (None: by its size, see ``formats.submission.read_typed``)."""
     _evaluated_columns(ground_truth, subset)  # a subset without ground truth is said before the file is read
-    return score_proposals(ground_truth, load_proposal_columns(proposals_path), subset, tiou_thresholds,
+    return score_proposals(ground_truth, load_proposal_columns(proposals_path, workers), subset, tiou_thresholds,
                            max_avg_proposals)
 
 

@@ -18,12 +18,12 @@ from formats.submission import (
     PredictionColumns,
     _bulk_base_columns,
     _check_segment_and_score,
-    _decode_typed,
     _ProposalEntry,
     _results,
     _scan,
     _typed_base_columns,
     read_json,
+    read_typed,
 )
 from runstate import atomic
 
@@ -63,15 +63,18 @@ def proposal_predictions(proposals: dict, source: str = "proposals") -> pd.DataF
 
 
 class _ProposalFile(msgspec.Struct):
-    results: dict[str, list[_ProposalEntry]]
+    """The file around the entries; each video's entries are decoded by ``read_typed``."""
+
+    results: dict[str, msgspec.Raw]
 
 
-def load_proposal_columns(path: str | Path) -> PredictionColumns:
-    """:func:`proposal_columns` of a file (read the typed way, else the validating way)."""
-    proposals = _decode_typed(path, _ProposalFile)
-    if proposals is None:
+def load_proposal_columns(path: str | Path, workers: int | None = None) -> PredictionColumns:
+    """:func:`proposal_columns` of a file (read the typed way, in ``workers`` processes (by default as
+    ``formats.submission.read_typed`` picks), else the validating way)."""
+    typed = read_typed(path, _ProposalFile, _ProposalEntry, lambda results: _typed_base_columns(results)[1], workers)
+    if typed is None:
         return proposal_columns(read_json(path), source=str(path))
-    return _typed_base_columns(proposals.results)[1]
+    return typed[1]
 
 
 def load_proposals(path: str | Path) -> pd.DataFrame:

@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 import numbers
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ import msgspec
 import numpy as np
 
 from runstate import atomic
+from runstate.parts import default_parts, run_in_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,6 +182,29 @@ class PredictionColumns:
 
     def __len__(self) -> int:
         return len(self.score)
+
+    @staticmethod
+    def concatenate(parts: Sequence[PredictionColumns]) -> PredictionColumns:
+        """The columns of consecutive parts of one file, joined in order, as if read at once: class
+        names keep their order of first appearance over the whole file (each part's codes are
+        renumbered into the joined names)."""
+        if len(parts) == 1:
+            return parts[0]
+        joined = PredictionColumns(
+            np.concatenate([part.video_ids for part in parts]),
+            np.concatenate([part.video_sizes for part in parts]),
+            np.concatenate([part.segments for part in parts]).reshape(-1, 2),
+            np.concatenate([part.score for part in parts]),
+            class_ids={key: np.concatenate([part.class_ids[key] for part in parts]) for key in parts[0].class_ids},
+        )
+        if parts[0].label_code is not None:
+            index: dict[str, int] = {}
+            codes = []
+            for part in parts:
+                renumbered = np.array([index.setdefault(name, len(index)) for name in part.label_names], np.int64)
+                codes.append(renumbered[part.label_code])
+            joined.label_code, joined.label_names = np.concatenate(codes), list(index)
+        return joined
 
     def video_codes(self, video_ids: Sequence[str]) -> np.ndarray:
         """``(N,)`` int64 index of each entry's video in ``video_ids`` (e.g. the ground truth's
@@ -477,8 +502,10 @@ class _Ek100Entry(_ProposalEntry, gc=False):
 
 
 class _HacsFile(msgspec.Struct):
+    """The file around the entries; each video's entries are decoded by :func:`read_typed`."""
+
     version: str
-    results: dict[str, list[_HacsEntry]]
+    results: dict[str, msgspec.Raw]
 
 
 class _Ek100File(msgspec.Struct):
@@ -487,24 +514,71 @@ class _Ek100File(msgspec.Struct):
     sls_pt: Any
     sls_tl: Any
     sls_td: Any
-    results: dict[str, list[_Ek100Entry]]
+    results: dict[str, msgspec.Raw]
 
 
-_DECODERS: dict[type, msgspec.json.Decoder] = {}  # record type -> its decoder, made once
+_DECODERS: dict[Any, msgspec.json.Decoder] = {}  # type -> its decoder, made once
+BYTES_PER_PART = 8 << 20  # a file is read in one part per 8 MB (runstate.parts.default_parts)
 
 
-def _decode_typed(path: str | Path, kind: type):
-    """The file decoded into ``kind``, or None when it does not fit (the validating way says why)."""
+def _decoder(kind) -> msgspec.json.Decoder:
+    return _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
+
+
+def read_typed(path: str | Path, file_kind: type, entry_kind: type, build_columns, workers: int | None = None):
+    """``(header, columns)`` of a file read the typed way, or None when it does not fit the records
+    (the validating way then says why).
+
+    ``file_kind`` is the file's record, its ``results`` left as raw JSON per video
+    (``dict[str, msgspec.Raw]``); ``build_columns`` makes the :class:`PredictionColumns` of decoded
+    ``{video_id: [entry_kind, ...]}``, or None when a value is out of bounds. ``header`` is the
+    file's record without its results.
+
+    A large file is read in parts, one per worker process (``workers``; by default one per
+    :data:`BYTES_PER_PART` and usable CPU, see ``runstate.parts``): each process parses the file's
+    outline (msgspec skims the entries without building them), decodes and checks the videos of
+    its share of the bytes, and builds their columns, which are then joined in file order. The
+    columns are the same for any number of parts.
+    """
+    path = Path(path)
     try:
-        raw = Path(path).read_bytes()
+        file = open(path, "rb")  # noqa: SIM115 - every part reads this one file, even if it is replaced meanwhile
     except FileNotFoundError:
         raise SubmissionError(f"{path}: file not found") from None
-    try:
-        with _gc_paused():
-            decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
-            return decoder.decode(raw)
-    except msgspec.DecodeError:  # also msgspec.ValidationError, its subclass
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        num_parts = workers if workers else default_parts(size, BYTES_PER_PART)
+
+        def read_part(part: int, num_parts: int):
+            raw = os.pread(file.fileno(), size, 0) if size else b""
+            with _gc_paused():
+                try:
+                    header = _decoder(file_kind).decode(raw)
+                    entries = _decoder(list[entry_kind])
+                    share = _share_of_videos(header.results, part, num_parts)
+                    results = {video_id: entries.decode(value) for video_id, value in share.items()}
+                except msgspec.DecodeError:  # also msgspec.ValidationError, its subclass
+                    return None
+                columns = build_columns(results)
+            return msgspec.structs.replace(header, results={}) if part == 0 else None, columns
+
+        parts = run_in_parts(read_part, num_parts)
+    if any(part is None or part[1] is None for part in parts):
         return None
+    return parts[0][0], PredictionColumns.concatenate([columns for _, columns in parts])
+
+
+def _share_of_videos(results: dict[str, msgspec.Raw], part: int, num_parts: int) -> dict[str, msgspec.Raw]:
+    """The videos of part ``part`` of ``num_parts``: consecutive videos (in file order) whose entries
+    hold about ``1 / num_parts`` of the bytes, cut where the running total crosses a multiple of it."""
+    if num_parts == 1:
+        return results
+    ends = np.cumsum(np.fromiter(map(len, results.values()), np.int64, count=len(results)))
+    total = int(ends[-1]) if len(ends) else 0
+    begin, end = (int(np.searchsorted(ends, total * k // num_parts, side="right")) for k in (part, part + 1))
+    if part == num_parts - 1:
+        end = len(results)
+    return dict(itertools.islice(results.items(), begin, end))
 
 
 def _typed_base_columns(results: dict[str, list[_ProposalEntry]]) -> tuple[list, PredictionColumns]:
@@ -516,14 +590,15 @@ def _typed_base_columns(results: dict[str, list[_ProposalEntry]]) -> tuple[list,
     return entries, _base_columns(results, np.stack([start, end], axis=1), score)
 
 
-def _typed_hacs_columns(submission: _HacsFile) -> PredictionColumns | None:
-    entries, columns = _typed_base_columns(submission.results)
+def _typed_hacs_columns(results: dict[str, list[_HacsEntry]]) -> PredictionColumns | None:
+    entries, columns = _typed_base_columns(results)
     columns.label_code, columns.label_names = _encode(map(attrgetter("label"), entries), len(entries))
     return columns if all(columns.label_names) else None  # no empty class name
 
 
-def _typed_ek100_columns(submission: _Ek100File, num_verbs: int, num_nouns: int) -> PredictionColumns | None:
-    entries, columns = _typed_base_columns(submission.results)
+def _typed_ek100_columns(results: dict[str, list[_Ek100Entry]], num_verbs: int,
+                         num_nouns: int) -> PredictionColumns | None:
+    entries, columns = _typed_base_columns(results)
     for key, count in (("verb", num_verbs), ("noun", num_nouns)):
         columns.class_ids[key] = _class_id_column(map(attrgetter(key), entries), len(entries), count)
         if columns.class_ids[key] is None:
@@ -535,13 +610,13 @@ def _typed_ek100_columns(submission: _Ek100File, num_verbs: int, num_nouns: int)
     return columns
 
 
-def load_hacs_columns(path: str | Path) -> PredictionColumns:
-    """:func:`hacs_prediction_columns` of a file (read the typed way, else the validating way)."""
-    submission = _decode_typed(path, _HacsFile)
-    columns = None if submission is None else _typed_hacs_columns(submission)
-    if columns is None:
+def load_hacs_columns(path: str | Path, workers: int | None = None) -> PredictionColumns:
+    """:func:`hacs_prediction_columns` of a file (read the typed way, in ``workers`` processes (by
+    default as :func:`read_typed` picks), else the validating way)."""
+    typed = read_typed(path, _HacsFile, _HacsEntry, _typed_hacs_columns, workers)
+    if typed is None:
         return hacs_prediction_columns(read_json(path), source=str(path))
-    return columns
+    return typed[1]
 
 
 def load_hacs_submission(path: str | Path) -> pd.DataFrame:
@@ -550,17 +625,17 @@ def load_hacs_submission(path: str | Path) -> pd.DataFrame:
 
 
 def load_ek100_columns(
-    path: str | Path, num_verbs: int = EK100_NUM_VERBS, num_nouns: int = EK100_NUM_NOUNS
+    path: str | Path, num_verbs: int = EK100_NUM_VERBS, num_nouns: int = EK100_NUM_NOUNS, workers: int | None = None
 ) -> PredictionColumns:
-    """:func:`ek100_prediction_columns` of a file (read the typed way, else the validating way)."""
-    submission = _decode_typed(path, _Ek100File)
-    columns = None
-    if submission is not None:
-        header = {key: getattr(submission, key) for key in ("version", "challenge", *SUPERVISION_LEVEL_KEYS)}
-        _check_ek100_header(header, str(path))
-        columns = _typed_ek100_columns(submission, num_verbs, num_nouns)
-    if columns is None:
+    """:func:`ek100_prediction_columns` of a file (read the typed way, in ``workers`` processes (by
+    default as :func:`read_typed` picks), else the validating way)."""
+    typed = read_typed(path, _Ek100File, _Ek100Entry,
+                       lambda results: _typed_ek100_columns(results, num_verbs, num_nouns), workers)
+    if typed is None:
         return ek100_prediction_columns(read_json(path), num_verbs, num_nouns, source=str(path))
+    header, columns = typed
+    _check_ek100_header({key: getattr(header, key) for key in ("version", "challenge", *SUPERVISION_LEVEL_KEYS)},
+                        str(path))
     return columns
 
 

@@ -77,6 +77,19 @@ def test_hacs_command_line_table_and_metrics(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("proposals", [False, True])
+def test_workers_give_the_same_metrics(files, tmp_path, proposals):
+    # --workers N reads the file and scores the classes in N processes (runstate.parts)
+    predictions = files["proposals.json" if proposals else "submission.json"]
+    written = []
+    for workers in (1, 3):
+        output = tmp_path / f"metrics_{workers}.json"
+        assert main(["--dataset", "hacs", "--ground-truth", str(files["gt.json"]), "--predictions", str(predictions),
+                     "--output", str(output), "--workers", str(workers), *(["--proposals"] if proposals else [])]) == 0
+        written.append(output.read_text())
+    assert written[0] == written[1]
+
+
+@pytest.mark.parametrize("proposals", [False, True])
 def test_hacs_command_line_does_not_import_pandas(files, tmp_path, proposals):
     # HACS files are read into numpy columns and scored as they are (pandas costs ~0.3 s to import)
     predictions = files["proposals.json" if proposals else "submission.json"]

@@ -12,7 +12,9 @@ from evaluation.detection import (
     EK100_TIOU_THRESHOLDS,
     HACS_TIOU_THRESHOLDS,
     LabelError,
+    SegmentColumns,
     average_precision,
+    average_precision_of_columns,
     evaluate_ek100,
     evaluate_hacs,
 )
@@ -388,3 +390,37 @@ def test_negative_and_large_labels_score_as_small_ones():
         shifted = average_precision(gt.assign(label=gt["label"] + shift), preds.assign(label=preds["label"] + shift),
                                     HACS_TIOU_THRESHOLDS)
         np.testing.assert_array_equal(shifted.ap, expected)
+
+
+def as_columns(gt: pd.DataFrame, preds: pd.DataFrame) -> tuple[SegmentColumns, SegmentColumns]:
+    """The tables as the columns ``average_precision`` scores."""
+    gt_video, pred_video = detection._video_codes(gt["video_id"], preds["video_id"])
+    return (SegmentColumns(gt["label"].to_numpy(np.int64), gt_video, gt[["start", "end"]].to_numpy(np.float64)),
+            SegmentColumns(preds["label"].to_numpy(np.int64), pred_video, preds[["start", "end"]].to_numpy(np.float64),
+                           preds["score"].to_numpy(np.float64)))
+
+
+def test_scoring_in_parts_gives_the_same_result_bit_for_bit():
+    # Classes split over worker processes (runstate.parts): ties and all, the same AP, class order
+    # and counts as in one process, for any number of parts (more than classes, too).
+    rng = np.random.default_rng(2024)
+    thresholds = np.concatenate([HACS_TIOU_THRESHOLDS, EK100_TIOU_THRESHOLDS])
+    for trial in range(12):
+        gt, preds = random_case(rng, coarse=trial % 2 == 0)
+        if trial == 0:  # one class holds nearly every prediction: some parts get no class
+            preds = preds.assign(label=np.where(rng.random(len(preds)) < 0.9, gt["label"].iloc[0], preds["label"]))
+        ground_truth, predictions = as_columns(gt, preds)
+        whole = average_precision_of_columns(ground_truth, predictions, thresholds, workers=1)
+        for workers in (2, 3, 6):
+            parts = average_precision_of_columns(ground_truth, predictions, thresholds, workers=workers)
+            np.testing.assert_array_equal(parts.class_labels, whole.class_labels)
+            np.testing.assert_array_equal(parts.ap, whole.ap)
+            np.testing.assert_array_equal(parts.num_ground_truth, whole.num_ground_truth)
+            np.testing.assert_array_equal(parts.num_predictions, whole.num_predictions)
+
+
+def test_scoring_in_parts_still_names_a_label_without_ground_truth():
+    gt = gt_table([("v0", 0.0, 1.0, 0), ("v0", 2.0, 3.0, 1)])
+    preds = pred_table([("v0", 0.0, 1.0, 0, 0.9), ("v0", 0.0, 1.0, 5, 0.8)])
+    with pytest.raises(LabelError, match="label 5"):
+        average_precision_of_columns(*as_columns(gt, preds), HACS_TIOU_THRESHOLDS, workers=2)

@@ -17,7 +17,7 @@ import pytest
 
 from data.annotations import AnnotationError, load_hacs_json
 from formats import submission
-from formats.proposals import load_proposals, proposal_predictions
+from formats.proposals import load_proposal_columns, load_proposals, proposal_predictions
 from formats.submission import (
     SubmissionError,
     ek100_predictions,
@@ -247,3 +247,48 @@ def test_command_line_does_not_load_matplotlib():
     code = "import sys, evaluation.cli, evaluation.stage; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+COLUMN_LOADERS = {"hacs": submission.load_hacs_columns, "ek100": submission.load_ek100_columns,
+                  "proposals": load_proposal_columns}
+
+
+def assert_same_columns(actual: submission.PredictionColumns, expected: submission.PredictionColumns) -> None:
+    for name in ("video_ids", "video_sizes", "segments", "score"):
+        np.testing.assert_array_equal(getattr(actual, name), getattr(expected, name), err_msg=name)
+    assert actual.label_names == expected.label_names
+    if expected.label_code is None:
+        assert actual.label_code is None
+    else:
+        np.testing.assert_array_equal(actual.label_code, expected.label_code)
+    assert actual.class_ids.keys() == expected.class_ids.keys()
+    for key, ids in expected.class_ids.items():
+        np.testing.assert_array_equal(actual.class_ids[key], ids, err_msg=key)
+
+
+@pytest.mark.parametrize("kind", ["hacs", "ek100", "proposals"])
+def test_a_file_read_in_parts_gives_the_columns_read_at_once(tmp_path, kind):
+    # Any number of worker processes (more than videos, too): the same columns, class names in their
+    # order of first appearance over the whole file, as the validating way gives.
+    rng = np.random.default_rng(4)
+    for trial in range(12):
+        results = {}
+        for _ in range(4):  # a few random sets side by side: up to 20 videos, labels first seen late
+            results.update({f"{len(results) + i}_{video}": entries
+                            for i, (video, entries) in enumerate(random_results(rng, kind).items())})
+        path = write(tmp_path / f"{trial}.json", as_file_content(kind, results))
+        at_once = COLUMN_LOADERS[kind](path, workers=1)
+        pd.testing.assert_frame_equal(at_once.table(), validating_way(kind, path), check_exact=True)
+        for workers in (2, 3, 7):
+            assert_same_columns(COLUMN_LOADERS[kind](path, workers=workers), at_once)
+
+
+@pytest.mark.parametrize("kind", ["hacs", "ek100"])
+def test_a_bad_entry_in_a_later_part_is_named(tmp_path, kind):
+    content = as_file_content(kind, {f"video_{i}": [{"score": 0.5, "segment": [1.0, 2.0], "label": "Archery",
+                                                    "verb": 1, "noun": 2, "action": "1,2"}] for i in range(6)})
+    content["results"]["video_5"][0]["segment"] = [3.0, "late"]
+    path = write(tmp_path / "sub.json", content)
+    expected = outcome(validating_way, kind, path)
+    assert "video_5" in expected and "segment" in expected
+    assert outcome(COLUMN_LOADERS[kind], path, *([97, 300] if kind == "ek100" else []), 3) == expected
