@@ -289,6 +289,12 @@ def test_ek100_tasks_equal_the_loop_reference():
         rng.integers(0, 5, num_pred), rng.integers(0, num_nouns, num_pred),
     )))
     results = evaluate_ek100(gt, preds, num_nouns=num_nouns)
+    for workers in (2, 3):  # the tasks scored in worker processes (runstate.parts): the same, bit for bit
+        in_parts = evaluate_ek100(gt, preds, num_nouns=num_nouns, workers=workers)
+        assert list(in_parts) == list(results)
+        for task, result in in_parts.items():
+            np.testing.assert_array_equal(result.ap, results[task].ap)
+            assert result.class_names == results[task].class_names
     for task, (gt_label, pred_label) in {
         "verb": (gt["verb"], preds["verb"]),
         "noun": (gt["noun"], preds["noun"]),
