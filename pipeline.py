@@ -38,7 +38,7 @@ from configs.schema import Config, ConfigError
 from runstate import atomic
 from runstate.lock import LockHeld, stage_lock
 from runstate.paths import STAGES, RunPaths
-from runstate.runtime import PartialFailure, setup_logging
+from runstate.runtime import PartialFailure, retain_freed_memory, setup_logging
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
 log = logging.getLogger("pipeline")
@@ -118,6 +118,7 @@ def _rank() -> int:
 def main(argv: list[str] | None = None) -> int:
     # intermixed: overrides may stand before or after --stage
     args = build_parser().parse_intermixed_args(argv)
+    retain_freed_memory()  # tensors' memory reused in place instead of fresh pages for every pass
     setup_logging(rank=_rank())
     try:
         cfg = _load_config(args)

@@ -94,6 +94,7 @@ from proposals.inputs import fuse_window_predictions, rescaled_video_scores, sli
 from proposals.losses import bmn_loss  # noqa: E402
 from proposals.postprocess import postprocess_video  # noqa: E402
 from proposals.targets import bmn_targets  # noqa: E402
+from runstate.runtime import retain_freed_memory  # noqa: E402
 
 
 def random_batch(rng, batch_size, feature_dim, temporal_scale, device):
@@ -636,4 +637,5 @@ def main():
 
 
 if __name__ == "__main__":
+    retain_freed_memory()  # as pipeline.py does before any stage
     main()

@@ -38,6 +38,7 @@ from backbone.finetune import _segments_with_paths, head_columns  # noqa: E402
 from configs.load import load_config  # noqa: E402
 from data.dataset import load_dataset  # noqa: E402
 from data.video import VideoReader  # noqa: E402
+from runstate.runtime import retain_freed_memory  # noqa: E402
 
 
 class HeldReaders(SegmentClips):
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_memory()  # as pipeline.py does before any stage
     main()

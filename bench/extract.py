@@ -58,7 +58,7 @@ from features.loop import ClipEncoder, extract_videos  # noqa: E402
 from features.sources import sources_from_table  # noqa: E402
 from features.windows import clip_grid  # noqa: E402
 from formats.feature_writer import FeatureWriter  # noqa: E402
-from runstate.runtime import model_threads  # noqa: E402
+from runstate.runtime import model_threads, retain_freed_memory  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,4 +212,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_memory()  # as pipeline.py does before any stage
     main()

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbone.build import build_model  # noqa: E402
 from backbone.tadaconv import RouteFunction, TAdaConv2d  # noqa: E402
+from runstate.runtime import retain_freed_memory  # noqa: E402
 
 # Paper figures for ResNet-50 with a 400-class head, as quoted in the project's issue 3: model sizes
 # 24.3M (R2D) and 27.5M (TAda2D), and TAdaConv's cost over R2D (Table 2: +3.2M params, +0.02 GFLOPs).
@@ -280,4 +281,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    retain_freed_memory()  # as pipeline.py does before any stage
     main()

@@ -97,6 +97,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_HEAP_BLOCKS_UP_TO = 1 << 30  # bytes: blocks up to this size come from the heap, not their own mapping
+_TOP_PAD = 64 << 20  # bytes the heap grows by beyond each request
+
+
+def retain_freed_memory() -> bool:
+    """Keep the memory that freed tensors leave inside this process (glibc malloc) for the next
+    tensors, instead of handing it back to the OS and taking fresh pages again.
+
+    By default glibc gives every block above a threshold (adjusted up to 32 MB) its own mapping
+    and returns the heap's free top to the OS, so the activations of every pass arrive as fresh
+    pages that the kernel zero-fills one 4 KB page fault at a time: about 70,000 faults per
+    ResNet-50 forward of 8x224x224 frames and 700,000 per training step at batch 8 x 8x112x112
+    on this CPU, which took 0.80x (inference) and about 0.87x (training step) the time with blocks
+    up to 1 GB kept in the heap and no trimming (``bench`` runs, alternating processes). The cost:
+    the process keeps its peak size until it exits (5-15 % more peak RSS measured in training).
+
+    Called by ``pipeline.py`` before any stage; forked DataLoader workers inherit it. Does nothing
+    and returns False off glibc, or when the environment sets glibc's malloc tunables
+    (``MALLOC_*_``, ``GLIBC_TUNABLES``) or preloads an allocator (``LD_PRELOAD``): those win.
+    """
+    if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ or "GLIBC_TUNABLES" in os.environ:
+        return False
+    if any(name.startswith("MALLOC_") and name.endswith("_") for name in os.environ):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        settings = ((_M_MMAP_THRESHOLD, _HEAP_BLOCKS_UP_TO), (_M_TRIM_THRESHOLD, -1), (_M_TOP_PAD, _TOP_PAD))
+        return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    except (OSError, AttributeError):  # not glibc (musl has no libc.so.6 or no mallopt)
+        return False
+
+
 def set_threads(num_threads: int) -> None:
     if num_threads > 0:
         import torch
