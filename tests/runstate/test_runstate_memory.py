@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from testkit import REPO_ROOT
 
 # A small TAda2D's inference forward, repeated: print whether the settings took and the page
