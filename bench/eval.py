@@ -19,8 +19,9 @@ and the medians and their ratio are printed:
   validating way (the checks on dicts, which name the first bad entry and which every rejected
   file goes through); then the typed way as it runs by default, in one process per 8 MB and
   usable CPU (``runstate.parts``), against this process alone;
-* score: the vectorized metrics on the columns as the command line runs them (the classes split
-  over one process per 100,000 predictions and usable CPU), against this process alone.
+* score: the vectorized metrics on the columns as the command line runs them (HACS: the classes
+  split over one process per 100,000 predictions and usable CPU; EK100: its tasks; proposals: the
+  videos, one process per 200,000 kept proposals), against this process alone.
 
 Then the whole command (``python -m evaluation ...``) as a subprocess, by default and with
 ``--workers 1``, alternating: median wall time and the largest peak RSS over ``--runs`` runs.
@@ -242,13 +243,6 @@ def alternating(first, second, runs: int) -> tuple[Timing, Timing, object, objec
     return timings[0], timings[1], values[0], values[1]
 
 
-def repeated(function, runs: int) -> tuple[Timing, object]:
-    timing, value = Timing(), None
-    for _ in range(runs):
-        value = timing.run(function)
-    return timing, value
-
-
 TIME_COMMAND = Path("/usr/bin/time")  # GNU time: the peak RSS of exactly its child
 
 
@@ -419,8 +413,7 @@ def bench_proposals(paths: dict[str, Path], args, baseline_tree: Path | None) ->
     columns = read_report(paths["proposals"], lambda workers: proposals_format.load_proposal_columns(
         paths["proposals"], workers=workers), lambda: proposals_format.proposal_columns(
         stdlib_json(paths["proposals"])), args.runs)
-    ours_score, result = repeated(lambda: score_proposals(ground_truth, columns), args.runs)
-    stage_report("score", ours_score)
+    result = score_report(lambda workers: score_proposals(ground_truth, columns, workers=workers), args.runs)
     table = columns.table()
     print(f"  proposals: {segments['video_id'].nunique()} videos, {len(segments)} ground truth, {len(table)} "
           f"proposals: AR@100 {100 * result.ar_at(100):.2f}, AUC {100 * result.auc:.2f}")

@@ -63,7 +63,7 @@ from evaluation.tiou import (
     same_group_pairs,
     stable_argsort,
 )
-from runstate.parts import default_parts, run_in_parts
+from runstate.parts import contiguous_shares, default_parts, run_in_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -224,11 +224,8 @@ def average_precision_of_columns(
     if num_parts == 1:
         return _average_precision_of_classes(ground_truth, predictions, thresholds)
     gt_class = _group_of(class_labels, ground_truth.label)
-    # Class ranges [first[k], first[k + 1]) holding about equal shares of the predictions.
-    ends = np.cumsum(np.bincount(pred_class, minlength=len(class_labels)))
-    first = np.searchsorted(ends, ends[-1] * np.arange(num_parts) // num_parts, side="right")
-    first[0] = 0
-    first = np.append(first, len(class_labels))
+    # class ranges [first[k], first[k + 1]) holding about equal shares of the predictions
+    first = contiguous_shares(np.bincount(pred_class, minlength=len(class_labels)), num_parts)
 
     def score_part(part: int, num_parts: int) -> DetectionResult:
         begin, end = first[part], first[part + 1]

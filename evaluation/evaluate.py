@@ -244,7 +244,7 @@ def evaluate_proposal_file(
     the file is read in ``workers`` processes (None: by its size, see ``formats.submission.read_typed``)."""
     _evaluated_columns(ground_truth, subset)  # a subset without ground truth is said before the file is read
     return score_proposals(ground_truth, load_proposal_columns(proposals_path, workers), subset, tiou_thresholds,
-                           max_avg_proposals)
+                           max_avg_proposals, workers)
 
 
 def score_proposals(
@@ -253,12 +253,13 @@ def score_proposals(
     subset: str | None = "validation",
     tiou_thresholds: Sequence[float] | None = None,
     max_avg_proposals: float = 100,
+    workers: int | None = None,
 ) -> ProposalResult:
     """:func:`evaluate_proposal_file` of a proposal file already read (``formats.proposals``)."""
     segments, video_ids = _evaluated_columns(ground_truth, subset)
     return average_recall_of_columns(
         segments.video, segments.segments, len(video_ids), proposals.video_codes(video_ids), proposals.segments,
-        proposals.score, list(tiou_thresholds) if tiou_thresholds else None, max_avg_proposals,
+        proposals.score, list(tiou_thresholds) if tiou_thresholds else None, max_avg_proposals, workers,
     )
 
 

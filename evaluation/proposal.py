@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evaluation.tiou import group_then_score_order, overlapping_pairs, paired_tiou, same_group_pairs
+from runstate.parts import contiguous_shares, default_parts, run_in_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +43,8 @@ NAMED_AR_POINTS = (1, 5, 10, 100)  # AR@n reported when max_avg_proposals is 100
 # Each ground truth is paired with every kept proposal of its video when that makes at most this
 # many pairs per proposal (no search; the tIoU filters), else only with the overlapping ones.
 _ALL_PAIRS_PER_PROPOSAL = 4
+# The first-hit ranks are computed in one process per this many kept proposals (and usable CPU).
+PROPOSALS_PER_PART = 200_000
 
 
 @dataclass
@@ -85,6 +88,7 @@ def average_recall(
     proposals: pd.DataFrame,
     tiou_thresholds: Sequence[float] | None = None,
     max_avg_proposals: float = 100,
+    workers: int | None = None,
 ) -> ProposalResult:
     """AR@AN of class-agnostic proposals (the protocol in the module docstring).
 
@@ -93,6 +97,7 @@ def average_recall(
         proposals: ``video_id, start, end, score``; row order breaks score ties.
         tiou_thresholds: default 0.5:0.05:0.95.
         max_avg_proposals: the curve's largest average number of proposals per video.
+        workers: processes (:func:`average_recall_of_columns`); None: by size.
     """
     thresholds = PROPOSAL_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds, float)
     if ground_truth.empty:
@@ -104,7 +109,7 @@ def average_recall(
         gt_video.astype(np.int64), ground_truth[["start", "end"]].to_numpy(np.float64), len(videos),
         videos.get_indexer(proposals["video_id"].astype(str)).astype(np.int64),
         proposals[["start", "end"]].to_numpy(np.float64), proposals["score"].to_numpy(np.float64),
-        thresholds, max_avg_proposals,
+        thresholds, max_avg_proposals, workers,
     )
 
 
@@ -117,6 +122,7 @@ def average_recall_of_columns(
     prop_scores: np.ndarray,
     tiou_thresholds: Sequence[float] | None = None,
     max_avg_proposals: float = 100,
+    workers: int | None = None,
 ) -> ProposalResult:
     """:func:`average_recall` of columns.
 
@@ -131,6 +137,9 @@ def average_recall_of_columns(
         prop_scores: ``(P,)``; the row order breaks ties.
         tiou_thresholds: default 0.5:0.05:0.95.
         max_avg_proposals: the curve's largest average number of proposals per video.
+        workers: processes the first-hit ranks are computed in (``runstate.parts``), each for a
+            range of videos; None: one per :data:`PROPOSALS_PER_PART` kept proposals and usable
+            CPU. The same result for any number.
     """
     thresholds = PROPOSAL_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds, float)
     if len(gt_video) == 0:
@@ -155,9 +164,9 @@ def average_recall_of_columns(
     kept = np.flatnonzero(rank < kept_per_video[prop_video])
     prop_video, prop_segments, rank = prop_video[kept], np.take(prop_segments, kept, axis=0), rank[kept]
 
-    first_hit = _first_hit_rank(
-        gt_video, gt_segments, prop_video, prop_segments, rank, num_videos, thresholds
-    )
+    num_parts = default_parts(len(prop_video), PROPOSALS_PER_PART) if workers is None else workers
+    first_hit = _first_hit_rank_in_parts(gt_video, gt_segments, prop_video, prop_segments, rank, num_videos,
+                                         thresholds, max(1, min(num_parts, num_videos)))
 
     points = np.arange(1, NUM_CURVE_POINTS + 1)
     fractions = points / 100.0 * (max_avg_proposals * float(num_videos) / total_kept)
@@ -172,6 +181,39 @@ def average_recall_of_columns(
         recall[t] = (first_hit[t][:, None] < used_for_gt).sum(axis=0) / len(gt_video)
     average_num_proposals = fractions * (float(total_kept) / num_videos)
     return ProposalResult(thresholds, recall, recall.mean(axis=0), average_num_proposals)
+
+
+def _first_hit_rank_in_parts(
+    gt_video: np.ndarray,
+    gt_segments: np.ndarray,
+    prop_video: np.ndarray,
+    prop_segments: np.ndarray,
+    rank: np.ndarray,
+    num_videos: int,
+    thresholds: np.ndarray,
+    num_parts: int,
+) -> np.ndarray:
+    """:func:`_first_hit_rank` with the videos split into ``num_parts`` ranges of about equal
+    proposal counts, each in its own process; a ground truth's first hit depends on its own
+    video's proposals only. ``prop_video`` must be ascending (proposals grouped by video)."""
+    if num_parts == 1:
+        return _first_hit_rank(gt_video, gt_segments, prop_video, prop_segments, rank, num_videos, thresholds)
+    # videos [first[k], first[k + 1]) holding about equal shares of the proposals
+    first = contiguous_shares(np.bincount(prop_video, minlength=num_videos), num_parts)
+
+    def part_of(part: int, _: int) -> tuple[np.ndarray, np.ndarray]:
+        """(its ground truth's rows, their (T, G_part) first-hit ranks)"""
+        begin, end = first[part], first[part + 1]
+        gt_rows = np.flatnonzero((gt_video >= begin) & (gt_video < end))
+        props = slice(*np.searchsorted(prop_video, [begin, end]))
+        return gt_rows, _first_hit_rank(gt_video[gt_rows] - begin, np.take(gt_segments, gt_rows, axis=0),
+                                        prop_video[props] - begin, prop_segments[props], rank[props],
+                                        max(end - begin, 1), thresholds)
+
+    first_hit = np.empty((len(thresholds), len(gt_video)), dtype=np.int64)
+    for gt_rows, part_first_hit in run_in_parts(part_of, num_parts):
+        first_hit[:, gt_rows] = part_first_hit
+    return first_hit
 
 
 def _first_hit_rank(

@@ -53,7 +53,7 @@ import msgspec
 import numpy as np
 
 from runstate import atomic
-from runstate.parts import default_parts, run_in_parts
+from runstate.parts import contiguous_shares, default_parts, run_in_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -570,15 +570,11 @@ def read_typed(path: str | Path, file_kind: type, entry_kind: type, build_column
 
 def _share_of_videos(results: dict[str, msgspec.Raw], part: int, num_parts: int) -> dict[str, msgspec.Raw]:
     """The videos of part ``part`` of ``num_parts``: consecutive videos (in file order) whose entries
-    hold about ``1 / num_parts`` of the bytes, cut where the running total crosses a multiple of it."""
+    hold about ``1 / num_parts`` of the bytes."""
     if num_parts == 1:
         return results
-    ends = np.cumsum(np.fromiter(map(len, results.values()), np.int64, count=len(results)))
-    total = int(ends[-1]) if len(ends) else 0
-    begin, end = (int(np.searchsorted(ends, total * k // num_parts, side="right")) for k in (part, part + 1))
-    if part == num_parts - 1:
-        end = len(results)
-    return dict(itertools.islice(results.items(), begin, end))
+    bounds = contiguous_shares(np.fromiter(map(len, results.values()), np.int64, count=len(results)), num_parts)
+    return dict(itertools.islice(results.items(), bounds[part], bounds[part + 1]))
 
 
 def _typed_base_columns(results: dict[str, list[_ProposalEntry]]) -> tuple[list, PredictionColumns]:

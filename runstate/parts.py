@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
+
 MAX_PARTS = 4  # beyond this the parts' merging and the memory bandwidth eat the gain
 
 T = TypeVar("T")
@@ -47,6 +49,17 @@ def default_parts(work_size: int, size_per_part: int) -> int:
     if not can_fork():
         return 1
     return max(1, min(usable_cpus(), MAX_PARTS, work_size // max(size_per_part, 1)))
+
+
+def contiguous_shares(sizes: np.ndarray, num_parts: int) -> np.ndarray:
+    """``(num_parts + 1,)`` bounds: part ``k`` takes items ``bounds[k]:bounds[k + 1]``, consecutive
+    items whose ``sizes`` (``(N,)``, >= 0) add up to about ``1 / num_parts`` of the total, cut where
+    the running total crosses a multiple of it (an item larger than a share can leave a part empty)."""
+    ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+    total = int(ends[-1]) if len(ends) else 0
+    bounds = np.searchsorted(ends, total * np.arange(num_parts) // num_parts, side="right")
+    bounds[0] = 0
+    return np.append(bounds, len(ends))
 
 
 def run_in_parts(work: Callable[[int, int], T], num_parts: int) -> list[T]:

@@ -122,6 +122,10 @@ def test_random_cases_equal_the_loop_reference(seed):
         np.testing.assert_allclose(result.recall, recall, rtol=0, atol=1e-12)
         np.testing.assert_allclose(result.average_num_proposals, num_proposals, rtol=1e-12)
         assert 0 < result.auc < 1
+        for workers in (2, 4, 9):  # videos split over worker processes (runstate.parts), more than videos too
+            in_parts = average_recall(gt, proposals, max_avg_proposals=max_avg, workers=workers)
+            np.testing.assert_array_equal(in_parts.recall, result.recall)
+            np.testing.assert_array_equal(in_parts.average_num_proposals, result.average_num_proposals)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

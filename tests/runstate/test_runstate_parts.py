@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from runstate import parts
-from runstate.parts import default_parts, run_in_parts
+from runstate.parts import contiguous_shares, default_parts, run_in_parts
 
 needs_fork = pytest.mark.skipif(not parts.can_fork(), reason="parts run in forked children on Linux only")
 
@@ -82,3 +83,13 @@ def test_default_parts_follow_the_size_and_the_cpus(monkeypatch):
     assert default_parts(1000, 8) == parts.MAX_PARTS
     monkeypatch.setattr(parts, "can_fork", lambda: False)
     assert default_parts(1000, 8) == 1
+
+
+def test_contiguous_shares_cut_at_equal_shares_of_the_sizes():
+    assert contiguous_shares([1, 1, 1, 1], 2).tolist() == [0, 2, 4]
+    assert contiguous_shares([5, 1, 1, 1, 1, 1], 2).tolist() == [0, 1, 6]  # 5 of 10 then the rest
+    assert contiguous_shares([100, 1], 3).tolist() == [0, 0, 0, 2]  # an item over a share: parts before it are empty
+    assert contiguous_shares([], 2).tolist() == [0, 0, 0]
+    assert contiguous_shares([0, 0, 3], 3).tolist() == [0, 2, 2, 3]
+    bounds = contiguous_shares(np.random.default_rng(0).integers(0, 50, 200), 4)
+    assert bounds[0] == 0 and bounds[-1] == 200 and np.all(np.diff(bounds) >= 0)
