@@ -550,7 +550,7 @@ def read_typed(path: str | Path, file_kind: type, entry_kind: type, build_column
         num_parts = workers if workers else default_parts(size, BYTES_PER_PART)
 
         def read_part(part: int, num_parts: int):
-            raw = os.pread(file.fileno(), size, 0) if size else b""
+            raw = _read_whole(file, size)
             with _gc_paused():
                 try:
                     header = _decoder(file_kind).decode(raw)
@@ -566,6 +566,22 @@ def read_typed(path: str | Path, file_kind: type, entry_kind: type, build_column
     if any(part is None or part[1] is None for part in parts):
         return None
     return parts[0][0], PredictionColumns.concatenate([columns for _, columns in parts])
+
+
+def _read_whole(file, size: int) -> bytes:
+    """The ``size`` bytes of an open file from its start, by position (``os.pread``: the parts share
+    the open file, not its offset), else by seeking where there is no ``pread`` (one part only)."""
+    if not hasattr(os, "pread"):
+        file.seek(0)
+        return file.read()
+    chunks, offset = [], 0
+    while offset < size:  # one read, but a read may stop short (above 2 GB on Linux)
+        chunk = os.pread(file.fileno(), size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _share_of_videos(results: dict[str, msgspec.Raw], part: int, num_parts: int) -> dict[str, msgspec.Raw]:
