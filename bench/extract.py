@@ -26,7 +26,7 @@ threshold.
 
 ``--sweep W,W,...`` instead runs the end-to-end extraction with each of those numbers of decode
 workers, the model's torch threads chosen as the stage chooses them with ``runtime.num_threads=0``
-(`runstate.runtime.model_threads`: one per usable core), interleaved ``--repeats`` times, and prints each setting's
+(`runstate.runtime.model_threads`), interleaved ``--repeats`` times, and prints each setting's
 clips/s against the best one's, and end to end / model only at that setting's thread count.
 """
 
@@ -117,7 +117,7 @@ def sweep(worker_counts: list[int], sources, sampling, encoder, attrs, cfg, batc
     """End to end with each worker count at the default thread choice, interleaved; prints clips/s
     against the best setting and against model only at the same thread count."""
     default_threads = torch.get_num_threads()
-    threads = {workers: model_threads(0) for workers in worker_counts}
+    threads = {workers: model_threads(0, workers, "cpu") or default_threads for workers in worker_counts}
     walls: dict[int, list[float]] = {workers: [] for workers in worker_counts}
     model_walls: dict[int, list[float]] = {count: [] for count in set(threads.values())}
     for _ in range(repeats):
@@ -147,15 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--videos", type=int, default=8, help="validation videos to use (each 16-24 s)")
     parser.add_argument("--workers", type=int, default=1, help="decoding workers of the end-to-end run")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads of the model (0 = as the stage: one per usable core)")
+                        help="torch threads of the model (0 = as the stage: the cores the workers leave)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved model-only / end-to-end passes")
     parser.add_argument("--sweep", default="", help="comma-separated worker counts to compare (see above)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     cfg = load_config(args.config, ["extract.weights=random", "dataset.subsets=[validation]"])
-    # The stage's choice: --threads, or torch's default (one per usable core).
-    threads = 0 if args.sweep else model_threads(args.threads)
+    # The stage's choice: --threads, or torch's default capped at the cores the decode workers leave.
+    threads = 0 if args.sweep else model_threads(args.threads, args.workers, "cpu")
     if threads:
         torch.set_num_threads(threads)
     videos = load_dataset(cfg).videos.head(args.videos)

@@ -129,7 +129,7 @@ class RuntimeConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
     seed: int = 0
     num_workers: int = 1  # DataLoader worker processes for decoding
-    num_threads: int = 0  # torch threads per process (0 = torch's default: one per usable core)
+    num_threads: int = 0  # torch threads per process (0 = default; extract on CPU leaves cores to decoders)
 
     def validate(self, prefix: str) -> None:
         _check_choice(self.device, f"{prefix}.device", ("auto", "cpu", "cuda"))

@@ -289,7 +289,7 @@ def _log_summary(summary: ExtractSummary, num_skipped: int, total: int, where: s
 def run_extract(cfg: Config, paths: RunPaths) -> None:
     """The extract stage (module docstring). Raises ``ExtractionFailed`` when some videos failed."""
     ctx = init_distributed(cfg.runtime.device)
-    set_threads(model_threads(cfg.runtime.num_threads))
+    set_threads(model_threads(cfg.runtime.num_threads, cfg.runtime.num_workers, ctx.device))
     extraction = load_extraction_model(cfg, paths)
     sources = video_sources(cfg)
     digest = stage_fingerprint(cfg, extraction, sources)

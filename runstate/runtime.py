@@ -140,21 +140,19 @@ def set_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
-def model_threads(num_threads: int) -> int:
-    """Torch threads of the model (extract): ``runtime.num_threads``, or when that is 0 torch's
-    default (one per usable core), whatever the number of decode workers.
+def model_threads(num_threads: int, num_workers: int, device: str) -> int:
+    """Torch threads of the model (finetune, extract): ``runtime.num_threads``, or when that is 0 on the
+    CPU, torch's default capped at the cores the decode workers leave free.
 
-    Measured on 2 cores (``bench/extract.py --sweep``, OpenMP threads waiting passively, freed
-    memory retained): with one or two decode workers, two model threads gave 1.07-1.20x the clips/s
-    of one (the cores the workers leave, the rule before), and every worker count came within 10 %
-    of the best (0.90-0.97 of it, against down to 0.77 with the cores the workers leave): the
-    workers decode in bursts, and a core left to them idles while the model waits for nothing.
+    A decode worker competing with the model's threads for a core stalls them all at every
+    synchronisation point of the parallel kernels, which costs more than the worker's share.
     """
-    if num_threads > 0:
+    if num_threads > 0 or device != "cpu" or num_workers == 0:
         return num_threads
     import torch
 
-    return torch.get_num_threads()
+    free_cores = len(os.sched_getaffinity(0)) - num_workers
+    return min(torch.get_num_threads(), max(1, free_cores))
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
