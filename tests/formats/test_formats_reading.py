@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -292,3 +293,14 @@ def test_a_bad_entry_in_a_later_part_is_named(tmp_path, kind):
     expected = outcome(validating_way, kind, path)
     assert "video_5" in expected and "segment" in expected
     assert outcome(COLUMN_LOADERS[kind], path, *([97, 300] if kind == "ek100" else []), 3) == expected
+
+
+def test_a_file_is_read_whole_without_pread_and_in_short_reads(tmp_path, monkeypatch):
+    # Where os.pread is missing (one part), and where each read stops short: the same columns.
+    path = write(tmp_path / "sub.json", as_file_content("hacs", random_results(np.random.default_rng(8), "hacs")))
+    expected = submission.load_hacs_columns(path, workers=1)
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, size, offset: real_pread(fd, min(size, 7), offset))
+    assert_same_columns(submission.load_hacs_columns(path, workers=1), expected)
+    monkeypatch.delattr(os, "pread")
+    assert_same_columns(submission.load_hacs_columns(path, workers=1), expected)
