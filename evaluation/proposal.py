@@ -99,17 +99,12 @@ def average_recall(
         max_avg_proposals: the curve's largest average number of proposals per video.
         workers: processes (:func:`average_recall_of_columns`); None: by size.
     """
-    thresholds = PROPOSAL_TIOU_THRESHOLDS if tiou_thresholds is None else np.asarray(tiou_thresholds, float)
-    if ground_truth.empty:
-        raise ValueError("no ground-truth segment to recall")
-    if proposals.empty:
-        raise ValueError("the proposal file holds no proposal")
     gt_video, videos = ground_truth["video_id"].astype(str).factorize()
-    return average_recall_of_columns(
+    return average_recall_of_columns(  # which also checks that neither table is empty
         gt_video.astype(np.int64), ground_truth[["start", "end"]].to_numpy(np.float64), len(videos),
         videos.get_indexer(proposals["video_id"].astype(str)).astype(np.int64),
         proposals[["start", "end"]].to_numpy(np.float64), proposals["score"].to_numpy(np.float64),
-        thresholds, max_avg_proposals, workers,
+        tiou_thresholds, max_avg_proposals, workers,
     )
 
 
