@@ -37,7 +37,7 @@ from configs.load import config_yaml, load_config
 from configs.schema import Config, ConfigError
 from runstate import atomic
 from runstate.lock import LockHeld, stage_lock
-from runstate.paths import STAGES, RunPaths
+from runstate.paths import STAGES, DetectPaths, RunPaths
 from runstate.runtime import PartialFailure, retain_freed_memory, setup_logging
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
@@ -98,7 +98,8 @@ def run_stage(stage: str, cfg: Config, paths: RunPaths) -> None:
     """Run one stage under its lock, logging to ``logs/<stage>.log`` (raises ``LockHeld`` when running)."""
     module, function, _ = {**STAGE_FUNCTIONS, **NAMED_STAGES}[stage]
     stage_function = _import_stage(module, function)
-    with stage_lock(paths.lock_file(stage), stage, cfg.runtime.device):
+    output_dir = DetectPaths.of_run(cfg.detect.output, paths).folder if stage == "detect" else paths.stage_dir(stage)
+    with stage_lock(paths.lock_file(stage), stage, cfg.runtime.device, output_dir=output_dir):
         handler = setup_logging(paths.log_file(stage), rank=_rank())
         try:
             log.info("== stage %s ==", stage)

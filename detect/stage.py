@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,7 +60,7 @@ NO_SEGMENTS = pd.DataFrame({"video_id": pd.Series(dtype=str), "start": pd.Series
 
 
 def detect_paths(cfg: Config, paths: RunPaths) -> DetectPaths:
-    return DetectPaths(Path(cfg.detect.output) if cfg.detect.output else paths.detect_dir)
+    return DetectPaths.of_run(cfg.detect.output, paths)
 
 
 def detect_sources(cfg: Config) -> tuple[list[VideoSource], Annotations | None]:

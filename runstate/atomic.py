@@ -180,16 +180,18 @@ def torch_save(path: str | os.PathLike, value: Any) -> Path:
     return write_bytes(path, buffer.getbuffer())
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> int:
-    """Delete temporary files of target ``name`` left in ``folder`` by a killed writer; returns how many.
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> int:
+    """Delete temporary files left in ``folder`` by killed writers; returns how many.
 
-    Only call this while holding the lock that excludes other writers of the target.
+    ``name`` limits it to the temporaries of that one target; ``None`` takes every
+    ``.<random>.<name>.tmp`` directly in ``folder`` (not in its subfolders). Only call this
+    while holding the lock that excludes other writers of what it removes.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for stale in folder.glob(f".*.{name}{TMP_SUFFIX}"):
+    for stale in folder.glob(f".*.{name or '*'}{TMP_SUFFIX}"):
         stale.unlink(missing_ok=True)
         removed += 1
     return removed

@@ -12,10 +12,11 @@ A record lock does not exclude the process that holds it, and closing any descri
 the file would release it; so a process never opens a lock file twice: a per-process set
 refuses a second ``FileLock`` on the same file in the same process.
 
-``stage_lock(paths.lock_file(stage), stage)`` is the lock the pipeline takes around each stage
-(``<work_dir>/locks/<stage>.lock``). The ranks of one torchrun run are one holder: rank 0
-takes the lock and tells the others whether it got it (a broadcast), so a second run,
-with one process or many, stops at once on every rank.
+``stage_lock(paths.lock_file(stage), stage, output_dir=paths.stage_dir(stage))`` is the lock the
+pipeline takes around each stage (``<work_dir>/locks/<stage>.lock``); once it holds it, it clears
+the temporaries a killed run of the stage left in the stage's folder. The ranks of one torchrun
+run are one holder: rank 0 takes the lock and tells the others whether it got it (a broadcast),
+so a second run, with one process or many, stops at once on every rank.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from runstate.atomic import OutputError, make_dirs
+from runstate.atomic import OutputError, make_dirs, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,15 @@ class FileLock:
 
 
 @contextmanager
-def stage_lock(lock_file: str | os.PathLike, stage: str, device: str = "auto"):
+def stage_lock(lock_file: str | os.PathLike, stage: str, device: str = "auto",
+               output_dir: str | os.PathLike | None = None):
     """Hold ``lock_file`` (``RunPaths.lock_file(stage)``) for the block; every torchrun rank raises
-    ``LockHeld`` together when another run holds it."""
+    ``LockHeld`` together when another run holds it.
+
+    ``output_dir`` (``RunPaths.stage_dir(stage)``): the temporaries a killed run of the stage left
+    there are removed once the lock is held, by rank 0 before the other ranks go on, so no
+    writer of this run has begun.
+    """
     lock = FileLock(lock_file, f"stage {stage}")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -136,6 +143,9 @@ def stage_lock(lock_file: str | os.PathLike, stage: str, device: str = "auto"):
             lock.acquire()
         except LockHeld as error:
             refusal = str(error)
+        else:
+            if output_dir is not None and (removed := remove_stale_temporaries(output_dir)):
+                log.info("removed %d temporary file(s) a killed run left in %s", removed, output_dir)
     if world_size > 1:
         refusal = _broadcast_from_rank0(refusal, device)
     if refusal:

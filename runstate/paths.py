@@ -156,6 +156,11 @@ class DetectPaths:
 
     folder: Path
 
+    @classmethod
+    def of_run(cls, output: str, paths: RunPaths) -> DetectPaths:
+        """The folder ``detect.output`` names, or ``<work_dir>/detect`` when it is empty."""
+        return cls(Path(output) if output else paths.detect_dir)
+
     @property
     def config_yaml(self) -> Path:
         """The settings detection ran with (the trained run's, with this command's detect section)."""

@@ -58,6 +58,36 @@ def test_clips_to_tensor_layout():
     assert x.shape == (2, 3, 4, 8, 8)
     assert x[1, 0, 2, 0, 0] == pytest.approx((1 - 0.485) / 0.229)
     assert x[1, 0, 1, 0, 0] == pytest.approx(-0.485 / 0.229)
+    assert x.is_contiguous()  # (B, T, H, W, 3) memory reordered: no channels-last strides reach the model
+
+
+# The first training steps of the tiny test model (width 4) on one thread, from clips as the loader
+# gives them; in a child process, since the failure this guards against is heap corruption.
+_TINY_TRAINING_STEPS = """
+import sys
+import numpy as np
+import torch
+sys.path.insert(0, sys.argv[1])
+from backbone.build import build_model
+from backbone.clips import clips_to_tensor
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = build_model("tsn", 10, {"verb": 5}, width=4, num_frames=4).train()
+clips = np.random.default_rng(0).integers(0, 256, (8, 4, 32, 32, 3), dtype=np.uint8)
+for _ in range(20):
+    logits, _ = model(clips_to_tensor(clips))
+    logits["verb"].logsumexp(-1).mean().backward()
+print("ok")
+"""
+
+
+def test_a_narrow_model_trains_on_one_thread_from_loader_clips():
+    """oneDNN 3.12 corrupts the heap in the backward of a channels-last 1x1 stride-2 convolution with
+    4 input channels on one thread (this AVX2 machine): ``clips_to_tensor`` must not hand the model
+    channels-last strides."""
+    result = subprocess.run([sys.executable, "-c", _TINY_TRAINING_STEPS, str(REPO_ROOT)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_validation_clips_decode_the_right_frames(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from runstate import atomic, stamp
 from runstate.epochs import EpochFiles, TrainingDiverged, check_finite, read_history
-from runstate.lock import FileLock, LockHeld
+from runstate.lock import FileLock, LockHeld, stage_lock
 from runstate.runtime import LogProgress
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -87,6 +87,26 @@ def test_lock_held_by_another_process_is_refused_with_its_pid(tmp_path):
         os.waitpid(child, 0)
     with FileLock(lock_file, "stage x"):  # the dead holder's lock is stale: taken over
         assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+
+
+def test_stage_lock_clears_what_a_killed_run_of_the_stage_left_and_only_that(tmp_path):
+    out_dir = tmp_path / "detections"
+    killed_write = atomic.AtomicFile(out_dir / "partial.jsonl")  # killed before its replace
+    (out_dir / "submission.json").write_text("{}")
+    (out_dir / "sub").mkdir()
+    (out_dir / "sub" / ".x.y.tmp").write_text("")  # a subfolder is its own writer's business
+    with stage_lock(tmp_path / "locks" / "classify.lock", "classify", output_dir=out_dir):
+        assert not killed_write.tmp_path.exists()
+        assert sorted(p.name for p in out_dir.iterdir()) == ["sub", "submission.json"]
+    assert (out_dir / "sub" / ".x.y.tmp").exists()
+    held = FileLock(tmp_path / "locks" / "classify.lock", "stage classify").acquire()
+    try:  # refused: another run's temporaries are its own
+        live_write = atomic.AtomicFile(out_dir / "submission.json")
+        with pytest.raises(LockHeld), stage_lock(tmp_path / "locks" / "classify.lock", "classify", output_dir=out_dir):
+            pass
+        assert live_write.tmp_path.exists()
+    finally:
+        held.release()
 
 
 # ---- completion stamps --------------------------------------------------------------------------
