@@ -70,19 +70,11 @@ def resolve_normalization(model_section: dict, weights_format: str = "", recorde
 
 
 def clips_to_tensor(clips: np.ndarray | Tensor, normalization: Normalization = IMAGENET) -> Tensor:
-    """uint8 clips `(B, T, H, W, 3)` -> normalised float32 `(B, 3, T, H, W)`, contiguous.
-
-    Contiguous whatever the clips' strides: a permuted view would carry channels-last strides
-    into every layer (frames folded into the batch stay a view), and oneDNN 3.12's channels-last
-    1x1 stride-2 convolution corrupts the heap in backward for 2 or 4 input channels on one
-    thread (AVX2; the tiny test model's res3 shortcut). Clips already laid out as
-    `(B, 3, T, H, W)` memory (`features.decode.ClipBatch`) are converted without a reorder.
-    """
+    """uint8 clips `(B, T, H, W, 3)` -> normalised float32 `(B, 3, T, H, W)`."""
     clips = torch.as_tensor(clips)
     if clips.dim() != 5 or clips.shape[-1] != 3:
         raise ValueError(f"clips must be (B, T, H, W, 3) uint8, got {tuple(clips.shape)}")
-    # (B, T, H, W, 3) -> (B, 3, T, H, W), one pass that converts and lays out
-    x = clips.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    x = clips.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
     mean = torch.tensor(normalization.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(normalization.std, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)

@@ -280,12 +280,29 @@ class Bottleneck(_TemporalParts, nn.Module):
         return torch.relu_(out + identity)
 
 
+class _Projection(nn.Conv2d):
+    """The shortcut's 1x1 (strided) conv: an ``nn.Conv2d`` (same parameters and keys) that hands a
+    channels-last input of fewer than 8 channels to the CPU kernel as contiguous memory.
+
+    oneDNN 3.12 (torch 2.13's CPU build) corrupts the heap in the backward of a channels-last 1x1
+    stride-2 convolution with 2 to 7 input channels (measured on an AVX2 EPYC: abort or hang).
+    Inputs are channels-last whenever clips come straight from the loader (``clips_to_tensor``
+    keeps the ``(B, T, H, W, 3)`` strides, 1.2x faster to train on the CPU), so a narrow model,
+    like the tiny test configuration's width 4, would meet it in its first strided shortcut.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and self.in_channels < 8 and self.stride != (1, 1):
+            x = x.contiguous()  # no-op unless channels-last
+        return super().forward(x)
+
+
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
     """1x1 strided conv + BN when the block changes shape (torchvision's ``downsample``), else None."""
     if stride == 1 and in_channels == out_channels:
         return None
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), _batch_norm(out_channels)
+        _Projection(in_channels, out_channels, 1, stride=stride, bias=False), _batch_norm(out_channels)
     )
 
 
