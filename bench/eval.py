@@ -55,7 +55,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data.annotations import hacs_annotations  # noqa: E402
+from data.annotations import ek100_annotations, hacs_annotations  # noqa: E402
 from data.hacs_json import read_hacs_json  # noqa: E402
 from evaluation.cli import build_parser, load_ground_truth  # noqa: E402
 from evaluation.detection import (  # noqa: E402
@@ -434,10 +434,10 @@ def bench_proposals(paths: dict[str, Path], args, baseline_tree: Path | None) ->
 
 
 def bench_ek100(paths: dict[str, Path], args, baseline_tree: Path | None) -> None:
-    # the command line's ground truth: the class lists padded to EK100's 97 verbs and 300 nouns
+    # the command line's ground truth (columns): the class lists padded to EK100's 97 verbs and 300 nouns
     annotations = load_ground_truth(build_parser().parse_args(
         ["--dataset", "ek100", "--ground-truth", str(paths["ground_truth"]), "--predictions", "-"]))
-    segments = annotations.segments
+    segments = ek100_annotations(annotations).segments  # the table, for the loop reference
     columns = read_report(paths["submission"], lambda workers: submission.load_ek100_columns(
         paths["submission"], EK100_VERBS, EK100_NOUNS, workers=workers), lambda: submission.ek100_prediction_columns(
         stdlib_json(paths["submission"]), EK100_VERBS, EK100_NOUNS), args.runs)

@@ -16,22 +16,19 @@ A malformed file raises `AnnotationError` naming the file, the entry and the fie
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from data.ek100_csv import Ek100GroundTruth, read_ek100_csv, read_table
 from data.errors import AnnotationError
-from data.hacs_json import SUBSETS, HacsGroundTruth, _number, read_hacs_json
+from data.hacs_json import HacsGroundTruth, _number, read_hacs_json
 
 SEGMENT_COLUMNS = ["video_id", "start", "end", "label", "subset"]
 VIDEO_COLUMNS = ["video_id", "path", "duration", "fps", "subset"]
 
-EK100_REQUIRED_COLUMNS = ("video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
-
-_TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)$")
 
 
 @dataclass
@@ -108,28 +105,6 @@ def _strings(values: np.ndarray) -> pd.Series:
 # EPIC-Kitchens-100 CSV / pickle
 
 
-def parse_timestamp(text: str) -> float:
-    """`"HH:MM:SS.ff"` -> seconds. Raises ValueError on anything else."""
-    match = _TIMESTAMP.match(str(text).strip())
-    if not match:
-        raise ValueError(f"not an HH:MM:SS.ff timestamp: {text!r}")
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def load_class_names(path: str | Path) -> list[str]:
-    """EK100 class file (`id,key,...`) -> names ordered by id; ids must be 0..K-1."""
-    path = Path(path)
-    table = _read_table(path)
-    for column in ("id", "key"):
-        if column not in table.columns:
-            raise AnnotationError(path, "header", column, "missing column")
-    ids = pd.to_numeric(table["id"], errors="coerce")
-    if ids.isna().any() or sorted(ids.astype(int)) != list(range(len(table))):
-        raise AnnotationError(path, "all rows", "id", "ids must be the integers 0..K-1")
-    return [str(key) for _, key in sorted(zip(ids.astype(int), table["key"]))]
-
-
 def load_ek100_csv(
     path: str | Path,
     verb_classes_csv: str | Path | None = None,
@@ -137,7 +112,8 @@ def load_ek100_csv(
     video_info_csv: str | Path | None = None,
     subset: str = "validation",
 ) -> Annotations:
-    """Load an EPIC-Kitchens-100 segment file (CSV, or a pickle with the same columns).
+    """Load an EPIC-Kitchens-100 segment file (CSV, or a pickle with the same columns;
+    :func:`data.ek100_csv.read_ek100_csv` reads and checks it).
 
     Timestamps `HH:MM:SS.ff` become seconds. Verb and noun names come from the class
     files when given (97 verbs and 300 nouns for EK100); otherwise classes are numbered
@@ -149,120 +125,55 @@ def load_ek100_csv(
     `EPIC_100_test_timestamps.csv`), names the videos of a split used only for detection:
     its videos are loaded, with no ground-truth segments.
     """
-    path = Path(path)
-    if subset not in SUBSETS:
-        raise AnnotationError(path, "-", "subset", f"must be one of {list(SUBSETS)}, got {subset!r}")
-    table = _read_table(path)
-    labelless = "verb_class" not in table.columns and "noun_class" not in table.columns
-    for column in EK100_REQUIRED_COLUMNS:
-        if column not in table.columns and not (labelless and column in ("verb_class", "noun_class")):
-            raise AnnotationError(path, "header", column, "missing column")
-    entry_names = table["narration_id"] if "narration_id" in table.columns else pd.Series(table.index)
+    return ek100_annotations(read_ek100_csv(path, verb_classes_csv, noun_classes_csv, subset), video_info_csv)
 
-    starts, ends = [], []
-    for row, (entry, start_text, stop_text) in enumerate(
-        zip(entry_names, table["start_timestamp"], table["stop_timestamp"])
-    ):
-        where = f"row {row + 2} ({entry})"  # +2: one-based, after the header line
-        try:
-            start = parse_timestamp(start_text)
-        except ValueError as error:
-            raise AnnotationError(path, where, "start_timestamp", str(error)) from None
-        try:
-            end = parse_timestamp(stop_text)
-        except ValueError as error:
-            raise AnnotationError(path, where, "stop_timestamp", str(error)) from None
-        if end < start:
-            raise AnnotationError(path, where, "stop_timestamp", f"end {stop_text} is before start {start_text}")
-        starts.append(start)
-        ends.append(end)
 
-    if labelless:
-        listed = pd.DataFrame({"video_id": table["video_id"].astype(str).to_numpy(),
-                               "end": np.asarray(ends, dtype=np.float64)})
-        verb_names = load_class_names(verb_classes_csv) if verb_classes_csv else []
-        noun_names = load_class_names(noun_classes_csv) if noun_classes_csv else []
+def ek100_annotations(ground_truth: Ek100GroundTruth, video_info_csv: str | Path | None = None) -> Annotations:
+    """The tables of an EK100 file's columns (see :func:`load_ek100_csv`)."""
+    gt = ground_truth
+    videos = _ek100_videos(gt, video_info_csv)
+    if not gt.labelled:
         segments = pd.DataFrame({"video_id": pd.Series(dtype=str), "start": pd.Series(dtype=np.float64),
                                  "end": pd.Series(dtype=np.float64), "label": pd.Series(dtype=np.int64),
                                  "subset": pd.Series(dtype=str), "verb": pd.Series(dtype=np.int64),
                                  "noun": pd.Series(dtype=np.int64)})
-        return Annotations(segments, _ek100_videos(listed, video_info_csv, subset),
-                           {"verb": verb_names, "noun": noun_names})
-    verbs = _int_column(table, "verb_class", path, entry_names)
-    nouns = _int_column(table, "noun_class", path, entry_names)
-    verb_names = load_class_names(verb_classes_csv) if verb_classes_csv else _numbered("verb", verbs)
-    noun_names = load_class_names(noun_classes_csv) if noun_classes_csv else _numbered("noun", nouns)
-    for name, values, names in (("verb_class", verbs, verb_names), ("noun_class", nouns, noun_names)):
-        bad = np.flatnonzero((values < 0) | (values >= len(names)))
-        if bad.size:
-            row = int(bad[0])
-            raise AnnotationError(path, f"row {row + 2} ({entry_names.iloc[row]})", name,
-                                  f"class {values[row]} outside 0..{len(names) - 1}")
-
+        return Annotations(segments, videos, gt.classes)
     segments = pd.DataFrame({
-        "video_id": table["video_id"].astype(str).to_numpy(),
-        "start": np.asarray(starts, dtype=np.float64),
-        "end": np.asarray(ends, dtype=np.float64),
-        "label": verbs * len(noun_names) + nouns,
-        "subset": subset,
-        "verb": verbs,
-        "noun": nouns,
+        "video_id": _strings(gt.video_ids[gt.segment_video]),
+        "start": gt.segments[:, 0],
+        "end": gt.segments[:, 1],
+        "label": gt.labels,
+        "subset": gt.subset,
+        "verb": gt.verbs,
+        "noun": gt.nouns,
     })
-    videos = _ek100_videos(segments, video_info_csv, subset)
-    return Annotations(segments, videos, {"verb": verb_names, "noun": noun_names})
+    return Annotations(segments, videos, gt.classes)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise AnnotationError(path, "-", "-", "file not found")
-    try:
-        if path.suffix in (".pkl", ".pickle"):
-            table = pd.read_pickle(path)
-            if table.index.name is not None:  # the EK100 pickles index rows by narration_id
-                table = table.reset_index()
-            return table
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
-        raise AnnotationError(path, "-", "-", f"cannot be read as a table ({error})") from None
-
-
-def _int_column(table: pd.DataFrame, column: str, path: Path, entry_names: pd.Series) -> np.ndarray:
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() | (values != values.round())
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise AnnotationError(path, f"row {row + 2} ({entry_names.iloc[row]})", column,
-                              f"must be an integer class, got {table[column].iloc[row]!r}")
-    return values.to_numpy().astype(np.int64)
-
-
-def _numbered(prefix: str, values: np.ndarray) -> list[str]:
-    count = int(values.max()) + 1 if values.size else 0
-    return [f"{prefix}_{i}" for i in range(count)]
-
-
-def _ek100_videos(segments: pd.DataFrame, video_info_csv, subset: str) -> pd.DataFrame:
-    video_ids = sorted(segments["video_id"].unique())
-    last_end = segments.groupby("video_id")["end"].max()
+def _ek100_videos(ground_truth: Ek100GroundTruth, video_info_csv) -> pd.DataFrame:
+    """The video table, sorted by id: the last stop time as duration and NaN fps, unless
+    `EPIC_100_video_info.csv` lists the video."""
+    last_end = dict(zip(ground_truth.video_ids.tolist(), ground_truth.last_ends().tolist()))
+    video_ids = sorted(last_end)
     duration = {vid: float(last_end[vid]) for vid in video_ids}
     fps = dict.fromkeys(video_ids, math.nan)
     if video_info_csv:
         info_path = Path(video_info_csv)
-        info = _read_table(info_path)
+        info, _ = read_table(info_path)
         for column in ("video_id", "duration", "fps"):
-            if column not in info.columns:
+            if column not in info:
                 raise AnnotationError(info_path, "header", column, "missing column")
-        info = info.set_index(info["video_id"].astype(str))
+        listed = {str(vid): row for row, vid in enumerate(info["video_id"])}  # a repeated id: its last row
         for vid in video_ids:
-            if vid in info.index:
-                duration[vid] = _number(info.at[vid, "duration"], info_path, vid, "duration")
-                fps[vid] = _number(info.at[vid, "fps"], info_path, vid, "fps")
+            if vid in listed:
+                duration[vid] = _number(info["duration"][listed[vid]], info_path, vid, "duration")
+                fps[vid] = _number(info["fps"][listed[vid]], info_path, vid, "fps")
     return pd.DataFrame({
         "video_id": video_ids,
         "path": "",
         "duration": [duration[v] for v in video_ids],
         "fps": [fps[v] for v in video_ids],
-        "subset": subset,
+        "subset": ground_truth.subset,
     })
 
 

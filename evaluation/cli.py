@@ -7,9 +7,10 @@
 Prints the table in percent and writes metrics.json in fractions (by default beside the
 predictions file). An invalid input file ends with one line on stderr and exit status 2. Only
 ``--report`` imports the plotting code (matplotlib), which costs more than a whole evaluation.
-HACS files are read into numpy columns and scored as they are: pandas (a third of a second to
-import) is imported only by EK100's CSV reading and by ``--report``. A leaderboard-size file is read
-and scored in one process per usable CPU (``--workers``; ``runstate.parts``), with the same numbers.
+Ground truth (HACS JSON, EK100 CSV) and predictions are read into numpy columns and scored as they
+are: pandas (half a second to import) is imported only by ``--report`` and an EK100 pickle. A
+leaderboard-size file is read and scored in one process per usable CPU (``--workers``;
+``runstate.parts``), with the same numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from data.ek100_csv import read_ek100_csv
 from data.errors import AnnotationError
-from data.hacs_json import HacsGroundTruth, read_hacs_json
+from data.hacs_json import read_hacs_json
 from evaluation.evaluate import (
     STYLES,
     GroundTruth,
@@ -70,11 +72,9 @@ def load_ground_truth(args: argparse.Namespace) -> GroundTruth:
     300 nouns)."""
     if args.dataset == "hacs":
         return read_hacs_json(args.ground_truth)
-    from data.annotations import load_ek100_csv  # here: reading CSV is pandas' work
-
     verb_csv = args.verb_classes or _beside(args.ground_truth, EK100_VERB_CLASSES)
     noun_csv = args.noun_classes or _beside(args.ground_truth, EK100_NOUN_CLASSES)
-    annotations = load_ek100_csv(args.ground_truth, verb_csv, noun_csv, subset=args.subset)
+    annotations = read_ek100_csv(args.ground_truth, verb_csv, noun_csv, subset=args.subset)
     # Without class files the loader numbers only the classes it saw; the action id and the id
     # checks need the full counts, so pad to EK100's (or further, for larger custom data).
     for head, csv, count in (("verb", verb_csv, EK100_NUM_VERBS), ("noun", noun_csv, EK100_NUM_NOUNS)):
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from evaluation.report import write_report  # here: matplotlib loads only for a report
 
         title = f"Evaluation of {args.predictions.name}"
-        durations = annotations.video_durations() if isinstance(annotations, HacsGroundTruth) else \
-            dict(zip(annotations.videos["video_id"], annotations.videos["duration"]))
-        report = write_report(args.report, detection, proposals, title=title, video_durations=durations)
+        report = write_report(args.report, detection, proposals, title=title,
+                              video_durations=annotations.video_durations())
         print(f"report written to {report}")
     return 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from data.ek100_csv import Ek100GroundTruth
 from data.hacs_json import HacsGroundTruth
 from evaluation.detection import (
     DetectionResult,
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
 STYLES = ("hacs", "ek100")
 HACS_HEAD = "label"  # the single head of HACS-style annotations (Annotations.classes key)
 
-# The ground truth: the dataset's annotations, or a HACS file's columns (what the command line
-# reads: it then never builds a pandas table).
-GroundTruth = Union["Annotations", HacsGroundTruth]
+# The ground truth: the dataset's annotations, or a HACS or EK100 file's columns (what the command
+# line reads: it then never builds a pandas table).
+GroundTruth = Union["Annotations", HacsGroundTruth, Ek100GroundTruth]
 
 
 class DetectionEvaluation:
@@ -113,10 +114,23 @@ def _evaluated_columns(ground_truth: GroundTruth, subset: str | None) -> tuple[S
         codes, first = _first_appearance_codes(segment_video)
         return (SegmentColumns(ground_truth.labels[index], codes, ground_truth.segments[index]),
                 ground_truth.video_ids[segment_video[first]])
+    if isinstance(ground_truth, Ek100GroundTruth):  # every row is of the file's subset
+        gt = ground_truth
+        if not gt.labelled or not len(gt.segments) or subset not in (None, gt.subset):
+            raise ValueError(f"no ground-truth segment in subset '{subset}'")
+        return SegmentColumns(gt.labels, gt.segment_video, gt.segments), gt.video_ids
     segments = _subset_segments(ground_truth, subset)
     codes, video_ids = segments["video_id"].astype(str).factorize()
     return SegmentColumns(segments["label"].to_numpy(np.int64), codes.astype(np.int64),
                           segments[["start", "end"]].to_numpy(np.float64)), np.asarray(video_ids, dtype=object)
+
+
+def _ek100_class_columns(ground_truth: GroundTruth, subset: str | None) -> dict[str, np.ndarray]:
+    """``{"verb": (S,), "noun": (S,)}`` int64 class ids of the segments :func:`_evaluated_columns` gives."""
+    if isinstance(ground_truth, Ek100GroundTruth):
+        return {"verb": ground_truth.verbs, "noun": ground_truth.nouns}
+    segments = _subset_segments(ground_truth, subset)
+    return {head: segments[head].to_numpy(np.int64) for head in ("verb", "noun")}
 
 
 def _first_appearance_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,22 +198,20 @@ def score_detections(
         )
     if style == "ek100":
         verb_names, noun_names = ground_truth.classes["verb"], ground_truth.classes["noun"]
-        segments = _subset_segments(ground_truth, subset)
-        gt_video, video_ids = segments["video_id"].astype(str).factorize()
-        unlabelled_gt = SegmentColumns(np.zeros(len(segments), np.int64), gt_video.astype(np.int64),
-                                       segments[["start", "end"]].to_numpy(np.float64))
+        segments, video_ids = _evaluated_columns(ground_truth, subset)
+        gt_classes = _ek100_class_columns(ground_truth, subset)
+        unlabelled_gt = SegmentColumns(np.zeros(len(segments.label), np.int64), segments.video, segments.segments)
         unlabelled = SegmentColumns(np.zeros(len(predictions), np.int64), predictions.video_codes(video_ids),
                                     predictions.segments, predictions.score)
         results = evaluate_ek100_columns(
-            unlabelled_gt, {head: segments[head].to_numpy(np.int64) for head in ("verb", "noun")},
-            unlabelled, predictions.class_ids, len(noun_names), thresholds, verb_names, noun_names, workers,
+            unlabelled_gt, gt_classes, unlabelled, predictions.class_ids, len(noun_names), thresholds, verb_names,
+            noun_names, workers,
         )
         return DetectionEvaluation(
             style,
             results,
-            lambda: segments[["video_id", "start", "end"]].assign(
-                name=_action_names(segments["verb"], segments["noun"], verb_names, noun_names)
-            ),
+            lambda: _segment_table(segments, video_ids, _action_names(gt_classes["verb"], gt_classes["noun"],
+                                                                      verb_names, noun_names)),
             lambda: _prediction_table(predictions, _action_names(
                 predictions.class_ids["action_verb"], predictions.class_ids["action_noun"], verb_names, noun_names)),
         )

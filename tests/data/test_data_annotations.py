@@ -7,12 +7,11 @@ import pytest
 from data.annotations import (
     AnnotationError,
     concat_annotations,
-    load_class_names,
     load_ek100_csv,
     load_hacs_json,
-    parse_timestamp,
     resolve_video_paths,
 )
+from data.ek100_csv import parse_timestamp, read_class_names
 
 # --------------------------------------------------------------------------------------
 # EK100: the real validation file
@@ -123,9 +122,9 @@ def test_class_file_ids_must_be_dense(tmp_path):
     path = tmp_path / "classes.csv"
     path.write_text("id,key\n0,take\n2,put\n")
     with pytest.raises(AnnotationError, match="0..K-1"):
-        load_class_names(path)
+        read_class_names(path)
     path.write_text("id,key\n1,put\n0,take\n")
-    assert load_class_names(path) == ["take", "put"]
+    assert read_class_names(path) == ["take", "put"]
 
 
 # --------------------------------------------------------------------------------------
@@ -267,3 +266,19 @@ def test_ek100_labelless_test_timestamps_list_videos_without_ground_truth(tmp_pa
     path.write_text("video_id,start_timestamp,stop_timestamp,verb_class\nP01_101,00:00:01.00,00:00:02.00,3\n")
     with pytest.raises(AnnotationError, match="'noun_class'"):
         load_ek100_csv(path)
+
+
+def test_ek100_csv_edges_empty_ragged_bom_and_quoted(tmp_path):
+    path = tmp_path / "val.csv"
+    path.write_text("")
+    with pytest.raises(AnnotationError, match="cannot be read as a table"):
+        load_ek100_csv(path)
+    path.write_text(EK_HEADER + "P01_01_0,P01_01,00:00:00.00,00:00:01.00,0,0,extra\n")
+    with pytest.raises(AnnotationError, match=r"row 2.*7 fields where the header has 6"):
+        load_ek100_csv(path)
+    # a byte-order mark, a quoted field with a comma, a blank line: read as spreadsheet exports write them
+    path.write_bytes(b"\xef\xbb\xbf" + (EK_HEADER.replace("noun_class", "noun_class,narration") +
+                     'P01_01_0,P01_01,00:00:00.00,00:00:01.00,3,4,"open door, slowly"\n\n').encode())
+    annotations = load_ek100_csv(path)
+    assert annotations.segments[["verb", "noun"]].values.tolist() == [[3, 4]]
+    assert annotations.segments["video_id"].tolist() == ["P01_01"]

@@ -92,3 +92,51 @@ def test_command_line_prints_100_for_all_tasks(ek100, ek100_dir, tmp_path, capsy
     assert "| action | " + " | ".join(["100.00"] * 6) + " |" in report
     assert "### Worst classes (action)" in report
     assert (tmp_path / "report" / "timelines.png").stat().st_size > 0
+
+
+def _noisy_submission(segments, seed: int) -> dict:
+    """Per segment: a shifted copy with a random verb or noun now and then, plus a random segment."""
+    rng = np.random.default_rng(seed)
+    results: dict[str, list] = {}
+    for row in segments.itertuples():
+        shift = rng.uniform(-2, 2)
+        verb = int(row.verb) if rng.random() < 0.7 else int(rng.integers(97))
+        noun = int(row.noun) if rng.random() < 0.7 else int(rng.integers(300))
+        start = float(rng.uniform(0, row.end))
+        for v, n, segment in ((verb, noun, [row.start + shift, row.end + shift]), (noun % 97, verb, [start, row.end])):
+            results.setdefault(row.video_id, []).append({
+                "verb": v, "noun": n, "action": f"{v},{n}", "score": float(rng.choice([0.25, 0.5, rng.random()])),
+                "segment": [float(segment[0]), float(max(segment))]})
+    return {"version": "0.2", "challenge": "action_detection", "sls_pt": 0, "sls_tl": 0, "sls_td": 0,
+            "results": results}
+
+
+def test_the_command_lines_columns_score_as_the_tables_do(ek100, ek100_dir, tmp_path):
+    """The command line reads the CSV into columns (``data.ek100_csv``); the pipeline scores the
+    tables (``load_ek100_csv``): the same numbers, bit for bit, on a noisy submission with ties."""
+    from data.ek100_csv import read_ek100_csv
+
+    path = tmp_path / "noisy.json"
+    path.write_text(json.dumps(_noisy_submission(ek100.segments, seed=3)))
+    columns = read_ek100_csv(ek100_dir / "EPIC_100_validation.csv", ek100_dir / "EPIC_100_verb_classes.csv",
+                             ek100_dir / "EPIC_100_noun_classes.csv")
+    from_tables, from_columns = (evaluate_detections("ek100", gt, path) for gt in (ek100, columns))
+    assert from_tables.to_metrics() == from_columns.to_metrics()
+    assert 0.05 < from_columns.to_metrics()["action"]["average_mAP"] < 0.95
+    for table in ("ground_truth", "predictions"):  # what a report draws
+        first, second = getattr(from_tables, table), getattr(from_columns, table)
+        assert first.astype(str).values.tolist() == second.astype(str).values.tolist()
+
+
+def test_command_line_does_not_import_pandas(ek100, ek100_dir, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "perfect.json"
+    path.write_text(json.dumps(submission_from(ek100.segments.head(200))))
+    arguments = ["--dataset", "ek100", "--ground-truth", str(ek100_dir / "EPIC_100_validation.csv"),
+                 "--predictions", str(path), "--output", str(tmp_path / "metrics.json")]
+    code = f"import sys; from evaluation.cli import main; print(main({arguments!r}), 'pandas' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "0 False"
+    assert json.loads((tmp_path / "metrics.json").read_text())["verb"]["average_mAP"] > 0
