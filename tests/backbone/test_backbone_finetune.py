@@ -71,7 +71,7 @@ from backbone.build import build_model
 from backbone.clips import clips_to_tensor
 torch.set_num_threads(1)
 torch.manual_seed(0)
-model = build_model("tsn", 10, {"verb": 5}, width=4, num_frames=4).train()
+model = build_model(sys.argv[2], 10, {"verb": 5}, width=4, num_frames=4).train()
 clips = np.random.default_rng(0).integers(0, 256, (8, 4, 32, 32, 3), dtype=np.uint8)
 for _ in range(20):
     logits, _ = model(clips_to_tensor(clips))
@@ -80,11 +80,12 @@ print("ok")
 """
 
 
-def test_a_narrow_model_trains_on_one_thread_from_loader_clips():
+@pytest.mark.parametrize("name", ["tsn", "tada2d"])
+def test_a_narrow_model_trains_on_one_thread_from_loader_clips(name):
     """oneDNN 3.12 corrupts the heap in the backward of a channels-last 1x1 stride-2 convolution with
     2 to 7 input channels (this AVX2 machine); loader clips reach the model channels-last, so the
     shortcut's conv (``tada2d._Projection``) must not take that kernel."""
-    result = subprocess.run([sys.executable, "-c", _TINY_TRAINING_STEPS, str(REPO_ROOT)], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", _TINY_TRAINING_STEPS, str(REPO_ROOT), name], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
