@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import AnnotationError
+from data.hacs_json import SUBSETS
 
-SUBSETS = ("training", "validation", "testing")
 REQUIRED_COLUMNS = ("video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
 _LABEL_COLUMNS = ("verb_class", "noun_class")
 _TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)$")
