@@ -8,9 +8,12 @@ The compared variants run alternately (R2D, TAda2D, R2D, ...) so that load from 
 them alike; each figure is the median over the runs, and ``pair`` is the median of the ratios of
 neighbouring runs, which drifting load disturbs least. The two figures of issue 14 are printed last:
 
-* inference: forward of one 8x224x224 clip (batch 1) under ``torch.inference_mode``, eval mode;
+* inference: forward of one 8x224x224 clip (batch 1) under ``torch.inference_mode``, eval mode,
+  stored channels-last as extraction hands clips to the model (``extract.channels_last``, the
+  default); both models on contiguous memory are timed too;
 * training step: forward, cross-entropy, backward and an AdamW step on a batch of 8 clips of
-  8x112x112, train mode.
+  8x112x112, train mode, stored channels-last as the fine-tuning loader gives them
+  (``clips_to_tensor``), after four untimed steps each (the first steps run 1.5-2x slower).
 
 TAda2D's inference uses its exact fast path (``TAda2D.set_fast_inference``, the default); the
 plain path is timed too, to show what the rewrite buys. The load average (``os.getloadavg``, as
@@ -52,14 +55,16 @@ def load_average() -> str:
 
 
 def time_runs(functions: dict[str, Callable[[], object]], repeats: int,
-              cpu_samples: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """Wall times (s) of each function over ``repeats`` runs, after one warm-up call each, interleaved.
+              cpu_samples: dict[str, list[float]] | None = None, warmups: int = 1) -> dict[str, list[float]]:
+    """Wall times (s) of each function over ``repeats`` runs, after ``warmups`` untimed calls each,
+    all interleaved.
 
     ``cpu_samples``, when given, receives the process CPU time (s, all threads) of the same runs:
     time spent descheduled by other processes does not count there, spinning threads do.
     """
-    for function in functions.values():
-        function()
+    for _ in range(warmups):
+        for function in functions.values():
+            function()
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
@@ -171,15 +176,20 @@ def move_off_identity_(model: torch.nn.Module, video: torch.Tensor) -> float:
                    for route, rows in zip(routes, route_inputs(model, video)))
 
 
-def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float]:
-    """Inference of one clip, R2D-R50 vs TAda2D-R50 (fast and plain path).
+def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float, float]:
+    """Inference of one clip, R2D-R50 vs TAda2D-R50 (fast and plain path), the clip channels-last as
+    extraction feeds it (``extract.channels_last``, the default), and both models on contiguous
+    memory too.
 
-    Returns the TAda2D/R2D ratios of the median wall times and of the median CPU times.
+    Returns the TAda2D/R2D ratios of the median wall times and of the median CPU times
+    (channels-last), and of the median wall times on contiguous memory.
     """
     torch.manual_seed(0)
     tada = build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
     r2d = build_model("tsn", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
-    video = torch.randn(1, 3, num_frames, size, size)  # (B, 3, T, H, W)
+    # (B, 3, T, H, W) stored as (B, T, H, W, 3), as the decoding workers hand clips over
+    video = torch.randn(1, 3, num_frames, size, size).contiguous(memory_format=torch.channels_last_3d)
+    contiguous_video = video.contiguous()
     alpha_spread = move_off_identity_(tada, video)
     plain_tada = build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
     plain_tada.load_state_dict(tada.state_dict())
@@ -188,7 +198,10 @@ def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float
         fast_feature, plain_feature = tada(video)[1], plain_tada(video)[1]
         cpu_runs: dict[str, list[float]] = {}
         runs = time_runs({"R2D-R50": lambda: r2d(video), "TAda2D-R50": lambda: tada(video),
-                          "TAda2D-R50 plain path": lambda: plain_tada(video)}, repeats, cpu_runs)
+                          "TAda2D-R50 plain path": lambda: plain_tada(video),
+                          "R2D-R50 contiguous": lambda: r2d(contiguous_video),
+                          "TAda2D-R50 contiguous": lambda: tada(contiguous_video)},
+                         repeats, cpu_runs, warmups=3)
     times = {name: statistics.median(values) for name, values in runs.items()}
     cpu_times = {name: statistics.median(values) for name, values in cpu_runs.items()}
     params = {name: sum(p.numel() for p in model.parameters()) for name, model in
@@ -196,14 +209,15 @@ def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float
     flops = {"R2D-R50": count_flops(r2d, video), "TAda2D-R50": count_flops(tada, video)}
     paper_params = {"R2D-R50": PAPER_R2D_PARAMS_M, "TAda2D-R50": PAPER_TADA2D_PARAMS_M}
 
-    print(f"\nInference: ResNet-50, 400 classes, {num_frames}x{size}x{size}, batch 1, torch.inference_mode, "
-          f"median of {repeats} ({load_average()})")
+    print(f"\nInference: ResNet-50, 400 classes, {num_frames}x{size}x{size}, batch 1, channels-last (and "
+          f"contiguous), torch.inference_mode, median of {repeats} ({load_average()})")
     print(f"  {'model':22s} {'ms':>8s} {'x R2D':>6s} {'pair':>6s} {'cpu ms':>8s} {'x R2D':>6s} {'params M':>9s} "
           f"{'paper M':>8s} {'GFLOPs':>8s} {'GMACs':>7s}")
     for name in runs:
-        size_name = "TAda2D-R50" if name.startswith("TAda2D") else name
-        ratio, cpu_ratio = times[name] / times["R2D-R50"], cpu_times[name] / cpu_times["R2D-R50"]
-        print(f"  {name:22s} {times[name] * 1e3:8.1f} {ratio:6.3f} {pair_ratio(runs, name, 'R2D-R50'):6.3f} "
+        size_name = "TAda2D-R50" if name.startswith("TAda2D") else "R2D-R50"
+        baseline = "R2D-R50 contiguous" if name.endswith("contiguous") else "R2D-R50"
+        ratio, cpu_ratio = times[name] / times[baseline], cpu_times[name] / cpu_times[baseline]
+        print(f"  {name:22s} {times[name] * 1e3:8.1f} {ratio:6.3f} {pair_ratio(runs, name, baseline):6.3f} "
               f"{cpu_times[name] * 1e3:8.1f} {cpu_ratio:6.3f} {params[size_name] / 1e6:9.3f} "
               f"{paper_params[size_name]:8.1f} {flops[size_name] / 1e9:8.2f} {flops[size_name] / 2e9:7.2f}")
     extra_params = (params["TAda2D-R50"] - params["R2D-R50"]) / 1e6
@@ -213,7 +227,10 @@ def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float
     relative = ((fast_feature - plain_feature).abs().max() / plain_feature.abs().max()).item()
     print(f"  TAda2D weights moved off the identity: |alpha - 1| up to {alpha_spread:.2f}, BN2 scale 0.1; "
           f"fast vs plain path: max |feature difference| / max |feature| = {relative:.1e}")
-    return times["TAda2D-R50"] / times["R2D-R50"], cpu_times["TAda2D-R50"] / cpu_times["R2D-R50"]
+    print(f"  channels-last / contiguous: R2D {times['R2D-R50'] / times['R2D-R50 contiguous']:.3f}, "
+          f"TAda2D {times['TAda2D-R50'] / times['TAda2D-R50 contiguous']:.3f}")
+    return (times["TAda2D-R50"] / times["R2D-R50"], cpu_times["TAda2D-R50"] / cpu_times["R2D-R50"],
+            times["TAda2D-R50 contiguous"] / times["R2D-R50 contiguous"])
 
 
 def bench_training(repeats: int, batch: int, num_frames: int, size: int) -> tuple[float, float]:
@@ -223,7 +240,8 @@ def bench_training(repeats: int, batch: int, num_frames: int, size: int) -> tupl
               "TAda2D-R50": build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames)}
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.02)
                   for name, model in models.items()}
-    video = torch.randn(batch, 3, num_frames, size, size)  # (B, 3, T, H, W)
+    # (B, 3, T, H, W) stored as (B, T, H, W, 3), as clips_to_tensor gives the loader's clips
+    video = torch.randn(batch, 3, num_frames, size, size).contiguous(memory_format=torch.channels_last_3d)
     labels = torch.randint(0, 400, (batch,))
 
     def step(name: str) -> None:
@@ -235,10 +253,13 @@ def bench_training(repeats: int, batch: int, num_frames: int, size: int) -> tupl
         optimizer.step()
 
     cpu_runs: dict[str, list[float]] = {}
-    runs = time_runs({name: (lambda name=name: step(name)) for name in models}, repeats, cpu_runs)
+    # Four untimed steps each: the first steps of a model run 1.5-2x slower than the steady state
+    # (oneDNN creates its primitives, AdamW its state, the heap grows to the step's peak).
+    runs = time_runs({name: (lambda name=name: step(name)) for name in models}, repeats, cpu_runs, warmups=4)
     times = {name: statistics.median(values) for name, values in runs.items()}
     cpu_times = {name: statistics.median(values) for name, values in cpu_runs.items()}
-    print(f"\nTraining step: ResNet-50, batch {batch} x {num_frames}x{size}x{size}, forward + backward + AdamW, "
+    print(f"\nTraining step: ResNet-50, batch {batch} x {num_frames}x{size}x{size} channels-last, forward + "
+          f"backward + AdamW, "
           f"median of {repeats} ({load_average()})")
     print(f"  {'model':22s} {'s':>8s} {'x R2D':>6s} {'pair':>6s} {'cpu s':>8s} {'x R2D':>6s}")
     for name in runs:
@@ -273,8 +294,8 @@ def main() -> None:
         train_ratios = bench_training(args.train_repeats, args.train_batch, args.frames, args.train_size)
     print(f"\nTAda2D-R50 / R2D-R50 (medians: wall time, CPU time), {torch.get_num_threads()} threads, "
           f"{load_average()}:")
-    print(f"  inference forward, 1x3x{args.frames}x{args.size}^2: {inference_ratios[0]:.3f}, "
-          f"{inference_ratios[1]:.3f} (aim <= 1.05)")
+    print(f"  inference forward, 1x3x{args.frames}x{args.size}^2, channels-last: {inference_ratios[0]:.3f}, "
+          f"{inference_ratios[1]:.3f} (aim <= 1.05); contiguous: {inference_ratios[2]:.3f}")
     if train_ratios is not None:
         print(f"  training step, {args.train_batch}x3x{args.frames}x{args.train_size}^2: {train_ratios[0]:.3f}, "
               f"{train_ratios[1]:.3f} (aim <= 1.10)")

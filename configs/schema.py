@@ -226,7 +226,7 @@ class ExtractConfig:
     videos: str = ""  # "" = the dataset's videos; else a list file, a glob, or a .tar/.zip archive of videos
     shard: str = ""  # "i/n": extract only share i of n (job arrays); then `python -m features.merge FEATURES_H5`
     overwrite: bool = False  # start afresh when existing features were made with other settings
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # channels-last model input (CPU and CUDA; faster on both for ResNet-50)
     bf16: bool = True  # bf16 autocast, CUDA only
 
     def validate(self, prefix: str) -> None:

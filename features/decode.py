@@ -60,9 +60,11 @@ class ClipBatch:
         video_index: position of the video in the dataset's source list.
         video_id: its id.
         clip_start: index of the first clip of the batch in the video's clip grid.
-        clips: (n, T, H, W, 3) uint8 RGB tensor, a view of (n, 3, T, H, W) contiguous memory: the
-            model's input layout, so that ``clips_to_tensor`` gives it without a copy and normalises
-            contiguous memory (the copy is made here, in the decoding worker).
+        clips: (n, T, H, W, 3) uint8 RGB tensor in the memory layout the model runs in, so that
+            ``clips_to_tensor`` gives the model's input without a copy: contiguous ``(n, T, H, W, 3)``
+            for a channels-last model (its ``(n, 3, T, H, W)`` view then has channels-last strides),
+            else a view of contiguous ``(n, 3, T, H, W)`` memory (the copy is made here, in the
+            decoding worker).
         times_sec: (n,) float64 clip-centre seconds.
         num_clips: clips in the whole video (N of the grid).
         duration_sec: the video's duration (seconds, as the reader measured it).
@@ -105,10 +107,11 @@ class ClipBatchDataset(IterableDataset):
         clips_per_chunk: clips decoded together (bounds the frame buffer).
         batch_size: clips per ``ClipBatch``.
         decoder_threads: decord threads per reader (0 = decord's default).
+        channels_last: give clips in the memory layout of a channels-last model (see ``ClipBatch``).
     """
 
     def __init__(self, sources: list[VideoSource], sampling: ClipSampling, clips_per_chunk: int,
-                 batch_size: int, decoder_threads: int = 0):
+                 batch_size: int, decoder_threads: int = 0, channels_last: bool = False):
         super().__init__()
         if clips_per_chunk < 1 or batch_size < 1:
             raise ValueError(f"ClipBatchDataset: clips_per_chunk ({clips_per_chunk}) and batch_size "
@@ -118,6 +121,7 @@ class ClipBatchDataset(IterableDataset):
         self.clips_per_chunk = clips_per_chunk
         self.batch_size = batch_size
         self.decoder_threads = decoder_threads
+        self.channels_last = channels_last
 
     def __iter__(self):
         worker = get_worker_info()
@@ -166,16 +170,17 @@ class ClipBatchDataset(IterableDataset):
             frames = center_crop(buffer, sampling.short_side) if sampling.crop == "center" else buffer
             for start in range(0, chunk.clip_stop - chunk.clip_start, self.batch_size):
                 stop = min(start + self.batch_size, chunk.clip_stop - chunk.clip_start)
-                clips = frames[chunk.clip_frame_ids[start:stop]]  # (n, T) buffer positions -> (n, T, H, W, 3)
-                # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, the model's layout
-                clips = np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3))
+                # (n, T) buffer positions -> (n, T, H, W, 3), a new contiguous array (fancy indexing)
+                clips = torch.from_numpy(np.ascontiguousarray(frames[chunk.clip_frame_ids[start:stop]]))
+                if not self.channels_last:
+                    # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, viewed back as (n, T, H, W, 3)
+                    clips = clips.permute(0, 4, 1, 2, 3).contiguous().permute(0, 2, 3, 4, 1)
                 first_clip = chunk.clip_start + start
                 yield ClipBatch(
                     video_index=video_index,
                     video_id=source.video_id,
                     clip_start=first_clip,
-                    # viewed as (n, 3, T, H, W) -> (n, T, H, W, 3), the layout ClipBatch promises
-                    clips=torch.from_numpy(clips).permute(0, 2, 3, 4, 1),
+                    clips=clips,
                     times_sec=grid.clip_centers_sec[first_clip:first_clip + (stop - start)],
                     num_clips=grid.num_clips,
                     duration_sec=float(reader.duration),

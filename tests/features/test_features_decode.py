@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from data.video import VideoReader
 from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure
@@ -69,6 +70,20 @@ def test_batches_equal_direct_decoding_and_frames_are_decoded_once(tiny_videos, 
     np.testing.assert_array_equal(np.concatenate([item.times_sec for item in items]), grid.clip_centers_sec)
     assert {(item.num_clips, item.duration_sec, item.native_fps) for item in items} == {
         (grid.num_clips, reader.duration, reader.native_fps)}
+
+
+def test_channels_last_batches_hold_the_same_clips_in_the_model_layout(tiny_videos):
+    """``channels_last``: contiguous (n, T, H, W, 3) clips, whose (n, 3, T, H, W) view is channels-last;
+    by default (n, 3, T, H, W) contiguous memory viewed as (n, T, H, W, 3). Same values either way."""
+    sources = [VideoSource("v", tiny_videos["path"][0])]
+    contiguous = list(ClipBatchDataset(sources, SAMPLING, clips_per_chunk=5, batch_size=3))
+    channels_last = list(ClipBatchDataset(sources, SAMPLING, clips_per_chunk=5, batch_size=3, channels_last=True))
+    assert len(contiguous) == len(channels_last) > 1
+    for plain, last in zip(contiguous, channels_last):
+        np.testing.assert_array_equal(plain.clips.numpy(), last.clips.numpy())
+        assert last.clips.is_contiguous()
+        assert last.clips.permute(0, 4, 1, 2, 3).is_contiguous(memory_format=torch.channels_last_3d)
+        assert plain.clips.permute(0, 4, 1, 2, 3).is_contiguous()
 
 
 def test_an_unexpected_error_becomes_the_video_failure(tiny_videos, monkeypatch):

@@ -17,6 +17,7 @@ import torch
 from backbone.build import build_model
 from backbone.clips import clips_to_tensor
 from data.video import VideoError, VideoReader
+from features import extract as extract_module
 from features import loop
 from features.extract import ExtractionFailed, run_extract, state_dict_sha256
 from features.merge import main as merge_main
@@ -109,6 +110,31 @@ def test_workers_chunks_and_batches_do_not_change_features(tmp_path, make_run):
     cfg, other = make_run(tmp_path / "two", *base, "extract.clips_per_chunk=3", "extract.batch_size=2",
                           "runtime.num_workers=2")
     run_extract(cfg, other)
+    assert_same_features(read_store(other.features_h5)[0], read_store(paths.features_h5)[0], atol=1e-5)
+
+
+def test_channels_last_and_contiguous_input_give_the_same_features(tmp_path, make_run, monkeypatch):
+    """extract.channels_last (the default, CPU included) changes the memory layout only: the decoding
+    workers hand over clips in the encoder's layout, the model sees channels-last frames, and the
+    features equal those of contiguous input up to rounding."""
+    stem_inputs = []
+
+    class RecordingEncoder(loop.ClipEncoder):
+        def __init__(self, model, *args, **kwargs):
+            super().__init__(model, *args, **kwargs)
+            model.conv1.register_forward_pre_hook(lambda module, inputs: stem_inputs.append(inputs[0]))
+
+    monkeypatch.setattr(extract_module, "ClipEncoder", RecordingEncoder)
+    base = ["dataset.subsets=[validation]", "extract.dtype=float32", "runtime.num_workers=1"]
+    cfg, paths = make_run(tmp_path / "cl", *base)
+    assert cfg.extract.channels_last
+    run_extract(cfg, paths)
+    assert stem_inputs and all(frames.is_contiguous(memory_format=torch.channels_last) for frames in stem_inputs)
+    stem_inputs.clear()
+    cfg, other = make_run(tmp_path / "contiguous", *base, "extract.channels_last=false")
+    run_extract(cfg, other)
+    # (a one-clip batch folds its (1, 3, T, H, W) clip into frames by a view, not contiguous then)
+    assert stem_inputs and not any(frames.is_contiguous(memory_format=torch.channels_last) for frames in stem_inputs)
     assert_same_features(read_store(other.features_h5)[0], read_store(paths.features_h5)[0], atol=1e-5)
 
 
