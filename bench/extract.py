@@ -13,7 +13,8 @@ random weights) and the config's extract settings, it measures:
 * model only: the same clips, already decoded into memory, through ``ClipEncoder`` (uint8 to
   normalised float, forward pass), in clips/s;
 * end to end: ``extract_videos`` (DataLoader decode workers, model, HDF5 writer), in clips/s,
-  with ``--workers`` decoding processes and, for comparison, with none (decoding in between
+  with ``--workers`` decoding processes and, for comparison, with none (a decoding thread of the
+  main process, ``runtime.num_workers=0``; before, with none, decoding ran in between
   forward passes);
 * model only, beside a decoder: the same, while another process decodes the videos without
   pause, as a decode worker does during extraction. Where the machine's cores share one physical
@@ -164,7 +165,7 @@ def sweep(worker_counts: list[int], sources, sampling, encoder, attrs, cfg, batc
         for workers in worker_counts:
             torch.set_num_threads(threads[workers])
             timing, clips = timed(partial(end_to_end, sources, sampling, encoder, attrs, cfg, workers,
-                                          1 if workers else 0))
+                                          1))
             assert clips == num_clips
             walls[workers].append(timing.wall)
     torch.set_num_threads(default_threads)
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         timing, clips = timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, args.workers, 1))
         assert clips == num_clips
         passes["workers"].append(timing)
-        passes["inline"].append(timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, 0, 0))[0])
+        passes["inline"].append(timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, 0, 1))[0])
     model, beside, workers, inline = (median_timing(passes[name]) for name in ("model", "beside", "workers", "inline"))
 
     print(f"extract bench: {len(sources)} videos, {num_clips} clips, {num_frames} frames at "
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  model only (clips in memory):   {num_clips / model.wall:8.1f} clips/s")
     print(f"  model only, beside a decoder:   {num_clips / beside.wall:8.1f} clips/s   (another process "
           f"decoding meanwhile: {beside.main_cpu / model.main_cpu:.2f}x the model's CPU time)")
-    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode in process", inline)):
+    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode thread", inline)):
         print(f"  end to end, {name + ':':<19} {num_clips / timing.wall:8.1f} clips/s   "
               f"ratio to model only {model.wall / timing.wall:.2f}, to model beside a decoder "
               f"{beside.wall / timing.wall:.2f}")
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     # the end-to-end time is that of the busier process (plus filling the pipeline at the start).
     print("CPU time (per process; on otherwise idle cores the busier process sets the pace):")
     print(f"  decode only: {decode.main_cpu:6.2f} s   model only: {model.main_cpu:6.2f} s")
-    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode in process", inline)):
+    for name, timing in ((f"{args.workers} decode worker(s)", workers), ("decode thread", inline)):
         pace = max(timing.main_cpu, timing.worker_cpu / max(args.workers, 1))
         print(f"  end to end, {name + ':':<19} main {timing.main_cpu:6.2f} s, "
               f"workers {timing.worker_cpu:6.2f} s   ratio to model only {model.main_cpu / pace:.2f}")

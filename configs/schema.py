@@ -128,7 +128,7 @@ class RuntimeConfig:
     cache_dir: str = "../cache"  # generated synthetic videos (shared between runs, keyed by parameters)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
     seed: int = 0
-    num_workers: int = 1  # DataLoader worker processes for decoding
+    num_workers: int = 1  # DataLoader worker processes for decoding (extract: 0 = a decoding thread)
     num_threads: int = 0  # torch threads per process (0 = default; extract on CPU leaves cores to decoders)
 
     def validate(self, prefix: str) -> None:

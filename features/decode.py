@@ -170,11 +170,14 @@ class ClipBatchDataset(IterableDataset):
             frames = center_crop(buffer, sampling.short_side) if sampling.crop == "center" else buffer
             for start in range(0, chunk.clip_stop - chunk.clip_start, self.batch_size):
                 stop = min(start + self.batch_size, chunk.clip_stop - chunk.clip_start)
-                # (n, T) buffer positions -> (n, T, H, W, 3), a new contiguous array (fancy indexing)
-                clips = torch.from_numpy(np.ascontiguousarray(frames[chunk.clip_frame_ids[start:stop]]))
-                if not self.channels_last:
+                clips = frames[chunk.clip_frame_ids[start:stop]]  # (n, T) buffer positions -> (n, T, H, W, 3)
+                if self.channels_last:  # fancy indexing made a new array; contiguous unless cropped
+                    clips = torch.from_numpy(np.ascontiguousarray(clips))
+                else:
                     # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, viewed back as (n, T, H, W, 3)
-                    clips = clips.permute(0, 4, 1, 2, 3).contiguous().permute(0, 2, 3, 4, 1)
+                    # (numpy's copy: one thread, where torch's could start a thread team per decoder)
+                    clips = torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3)))
+                    clips = clips.permute(0, 2, 3, 4, 1)
                 first_clip = chunk.clip_start + start
                 yield ClipBatch(
                     video_index=video_index,

@@ -1,7 +1,8 @@
 """The extraction loop: decoded clip batches in, features written video by video.
 
 ``extract_videos`` runs a DataLoader over ``ClipBatchDataset`` (decoding in worker
-processes, so that it overlaps the model), encodes every ``ClipBatch`` with a
+processes, so that it overlaps the model; with ``num_workers=0`` a thread of this process
+decodes instead, ``decoded_in_thread``), encodes every ``ClipBatch`` with a
 ``ClipEncoder`` in the main process and hands the features to a ``FeatureWriter``
 as they come (``write_chunk``), finishing each video with its last batch. Several
 videos are in flight at once (one per worker); each is complete or absent in the
@@ -21,7 +22,10 @@ Failures are per video and never stop the loop:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +104,50 @@ class ExtractSummary:
     @property
     def clips_per_sec(self) -> float:
         return self.num_clips / self.seconds if self.seconds > 0 else 0.0
+
+
+def decoded_in_thread(items: Iterable, prefetch: int = 4) -> Iterator:
+    """The items of ``items``, produced by a background thread of this process while the caller
+    works on the previous ones (at most ``prefetch`` ahead). An exception of the producer is
+    raised here, at the point of the stream where it happened; leaving early stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put((False, error))
+        finally:
+            if hasattr(iterator, "close"):  # a generator: run its cleanup (closing readers) here
+                iterator.close()
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_item, value = ready.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _WorkerDied(Exception):
@@ -181,8 +229,11 @@ class _Run:
     def run_pass(self, indices: list[int], dataset_args: dict, num_workers: int) -> None:
         """One DataLoader over ``indices``; raises ``_WorkerDied`` when a worker process dies."""
         dataset = ClipBatchDataset([self.sources[i] for i in indices], **dataset_args)
-        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=keep_item,
-                            prefetch_factor=4 if num_workers else None)
+        if num_workers == 0:  # decoding in a thread of this process, overlapping the model
+            loader = decoded_in_thread(dataset)
+        else:
+            loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=keep_item,
+                                prefetch_factor=4 if num_workers else None)
         try:
             for item in loader:
                 self.handle(indices, item)
@@ -207,8 +258,9 @@ def extract_videos(sources: list[VideoSource], sampling: ClipSampling, encoder: 
         writer: an open ``FeatureWriter`` whose attrs match ``sampling`` and the encoder.
         clips_per_chunk: clips decoded together (bounds decode memory).
         batch_size: clips per forward pass.
-        num_workers: decoding processes (0 = decode in this process, no overlap, and a decoder
-            crash ends the process).
+        num_workers: decoding processes (0 = decode in a thread of this process, which overlaps
+            the model as well, without the processes' hand-over of every batch, but a decoder
+            crash then ends the process).
         decoder_threads: decord threads per reader (0 = decord's default).
         show_progress: draw a progress bar (videos done, clips/s, ETA).
 

@@ -141,17 +141,18 @@ def set_threads(num_threads: int) -> None:
 
 
 def model_threads(num_threads: int, num_workers: int, device: str) -> int:
-    """Torch threads of the model (finetune, extract): ``runtime.num_threads``, or when that is 0 on the
-    CPU, torch's default capped at the cores the decode workers leave free.
+    """Torch threads of the extraction model: ``runtime.num_threads``, or when that is 0 on the CPU,
+    torch's default capped at the cores the decoders leave free: one per decode worker process,
+    or, with ``num_workers=0``, one for the decoding thread (``features.loop.decoded_in_thread``).
 
-    A decode worker competing with the model's threads for a core stalls them all at every
-    synchronisation point of the parallel kernels, which costs more than the worker's share.
+    A decoder competing with the model's threads for a core stalls them all at every
+    synchronisation point of the parallel kernels, which costs more than the decoder's share.
     """
-    if num_threads > 0 or device != "cpu" or num_workers == 0:
+    if num_threads > 0 or device != "cpu":
         return num_threads
     import torch
 
-    free_cores = len(os.sched_getaffinity(0)) - num_workers
+    free_cores = len(os.sched_getaffinity(0)) - max(num_workers, 1)
     return min(torch.get_num_threads(), max(1, free_cores))
 
 

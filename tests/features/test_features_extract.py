@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -364,3 +365,39 @@ def test_checkpoint_and_pretrained_weights(tmp_path, make_run, tiny_videos):
     got, attrs = read_store(paths.features_h5)
     assert attrs["checkpoint_sha256"] == file_sha256(state_file)
     assert_same_features(got, expected)
+
+
+# ------------------------------------------------------------------ the decoding thread (num_workers=0)
+
+
+def test_the_decoding_thread_yields_every_item_in_order_and_raises_where_the_producer_failed():
+    assert list(loop.decoded_in_thread(iter(range(50)), prefetch=3)) == list(range(50))
+
+    def failing():
+        yield from range(5)
+        raise OSError("disk gone")
+
+    received = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in loop.decoded_in_thread(failing(), prefetch=2):
+            received.append(item)
+    assert received == list(range(5))
+
+
+def test_leaving_the_decoding_thread_early_stops_it_and_closes_its_source():
+    closed = []
+
+    def endless():
+        try:
+            count = 0
+            while True:
+                yield count
+                count += 1
+        finally:
+            closed.append(True)
+
+    stream = loop.decoded_in_thread(endless(), prefetch=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # what a `for` loop left by an exception does
+    assert closed == [True]
+    assert not any(thread.name == "decode" and thread.is_alive() for thread in threading.enumerate())
