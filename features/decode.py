@@ -171,7 +171,7 @@ class ClipBatchDataset(IterableDataset):
             for start in range(0, chunk.clip_stop - chunk.clip_start, self.batch_size):
                 stop = min(start + self.batch_size, chunk.clip_stop - chunk.clip_start)
                 clips = frames[chunk.clip_frame_ids[start:stop]]  # (n, T) buffer positions -> (n, T, H, W, 3)
-                if self.channels_last:  # fancy indexing made a new array; contiguous unless cropped
+                if self.channels_last:  # fancy indexing made a new C-order array: no copy here
                     clips = torch.from_numpy(np.ascontiguousarray(clips))
                 else:
                     # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, viewed back as (n, T, H, W, 3)

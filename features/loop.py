@@ -227,13 +227,14 @@ class _Run:
             self.fail(index, f"{type(error).__name__}: {error}")
 
     def run_pass(self, indices: list[int], dataset_args: dict, num_workers: int) -> None:
-        """One DataLoader over ``indices``; raises ``_WorkerDied`` when a worker process dies."""
+        """One DataLoader over ``indices`` (with no workers, a decoding thread); raises ``_WorkerDied``
+        when a worker process dies."""
         dataset = ClipBatchDataset([self.sources[i] for i in indices], **dataset_args)
         if num_workers == 0:  # decoding in a thread of this process, overlapping the model
             loader = decoded_in_thread(dataset)
         else:
             loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=keep_item,
-                                prefetch_factor=4 if num_workers else None)
+                                prefetch_factor=4)
         try:
             for item in loader:
                 self.handle(indices, item)
