@@ -14,8 +14,7 @@ random weights) and the config's extract settings, it measures:
   normalised float, forward pass), in clips/s;
 * end to end: ``extract_videos`` (DataLoader decode workers, model, HDF5 writer), in clips/s,
   with ``--workers`` decoding processes and, for comparison, with none (a decoding thread of the
-  main process, ``runtime.num_workers=0``; before, with none, decoding ran in between
-  forward passes);
+  main process, ``runtime.num_workers=0``);
 * model only, beside a decoder: the same, while another process decodes the videos without
   pause, as a decode worker does during extraction. Where the machine's cores share one physical
   core (SMT siblings) or the host is oversubscribed, the model's own CPU time rises then (1.1-1.5x
@@ -62,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs.load import load_config  # noqa: E402
 from data.dataset import load_dataset  # noqa: E402
 from data.video import VideoReader  # noqa: E402
-from features.decode import ClipBatch, ClipBatchDataset, ClipSampling  # noqa: E402
-from features.extract import load_extraction_model, store_attrs  # noqa: E402
+from features.decode import ClipBatch, ClipBatchDataset  # noqa: E402
+from features.extract import clip_sampling, load_extraction_model, store_attrs  # noqa: E402
 from features.loop import ClipEncoder, extract_videos  # noqa: E402
 from features.sources import sources_from_table  # noqa: E402
 from features.windows import clip_grid  # noqa: E402
@@ -128,14 +127,15 @@ def model_beside_decoder(encoder: ClipEncoder, batches: list[torch.Tensor], data
         decoder.join()
 
 
-def end_to_end(sources, sampling, encoder, attrs, cfg, num_workers: int, decoder_threads: int) -> int:
-    """A whole ``extract_videos`` run into a fresh temporary store; returns the clips extracted."""
+def end_to_end(sources, sampling, encoder, attrs, cfg, num_workers: int) -> int:
+    """A whole ``extract_videos`` run into a fresh temporary store, one decoder thread per reader
+    as the stage runs it; returns the clips extracted."""
     with tempfile.TemporaryDirectory() as folder:
         with FeatureWriter(Path(folder) / "features.h5", attrs, dtype=cfg.extract.dtype) as writer:
             summary = extract_videos(sources, sampling, encoder, writer,
                                      clips_per_chunk=cfg.extract.clips_per_chunk,
                                      batch_size=cfg.extract.batch_size, num_workers=num_workers,
-                                     decoder_threads=decoder_threads, show_progress=False)
+                                     decoder_threads=1, show_progress=False)
     if summary.failures:
         raise RuntimeError(f"bench: videos failed: {summary.failures}")
     return summary.num_clips
@@ -164,8 +164,7 @@ def sweep(worker_counts: list[int], sources, sampling, encoder, attrs, cfg, batc
                 beside_walls[count].append(model_beside_decoder(encoder, batches, dataset).wall)
         for workers in worker_counts:
             torch.set_num_threads(threads[workers])
-            timing, clips = timed(partial(end_to_end, sources, sampling, encoder, attrs, cfg, workers,
-                                          1))
+            timing, clips = timed(partial(end_to_end, sources, sampling, encoder, attrs, cfg, workers))
             assert clips == num_clips
             walls[workers].append(timing.wall)
     torch.set_num_threads(default_threads)
@@ -208,16 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     sources = sources_from_table(videos)
     extraction = load_extraction_model(cfg, paths=None)
     section = extraction.section
-    sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
-                            interval_frames=section["interval"], stride_frames=cfg.extract.stride,
-                            short_side=cfg.extract.short_side, crop=cfg.extract.crop)
+    sampling = clip_sampling(cfg, extraction)
     encoder = ClipEncoder(extraction.model, "cpu", channels_last=cfg.extract.channels_last)
     attrs = store_attrs(cfg, extraction)
     dataset = ClipBatchDataset(sources, sampling, cfg.extract.clips_per_chunk, cfg.extract.batch_size,
                                channels_last=encoder.channels_last)
 
-    grids = [clip_grid(VideoReader(path).duration, cfg.extract.fps, section["num_frames"],
-                       section["interval"], cfg.extract.stride) for path in videos["path"]]
+    grids = [clip_grid(VideoReader(path).duration, sampling.fps, sampling.num_frames, sampling.interval_frames,
+                       sampling.stride_frames) for path in videos["path"]]
     num_frames = sum(grid.frame_ids.size for grid in grids)
     decode, batches = timed(lambda: decode_only(dataset))
     num_clips = sum(len(clips) for clips in batches)
@@ -231,10 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeats):
         passes["model"].append(timed(lambda: model_only(encoder, batches))[0])
         passes["beside"].append(model_beside_decoder(encoder, batches, dataset))
-        timing, clips = timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, args.workers, 1))
+        timing, clips = timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, args.workers))
         assert clips == num_clips
         passes["workers"].append(timing)
-        passes["inline"].append(timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, 0, 1))[0])
+        passes["inline"].append(timed(lambda: end_to_end(sources, sampling, encoder, attrs, cfg, 0))[0])
     model, beside, workers, inline = (median_timing(passes[name]) for name in ("model", "beside", "workers", "inline"))
 
     print(f"extract bench: {len(sources)} videos, {num_clips} clips, {num_frames} frames at "

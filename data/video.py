@@ -128,7 +128,8 @@ def _quiet_stderr():
     """Point file descriptor 2 at /dev/null for the block (decord's C++ logger writes there).
 
     Nested and concurrent blocks share one redirection: the first opens it, the last closes it.
-    Whatever another thread of this process writes to stderr meanwhile is lost too.
+    Whatever another thread of this process writes to descriptor 2 meanwhile is lost too; the
+    pipeline's console (``runstate.runtime.console_stream``) writes through a duplicate of it.
     """
     global _quiet_depth, _saved_stderr_fd
     with _quiet_lock:

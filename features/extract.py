@@ -213,6 +213,14 @@ def _share(cfg: Config, ctx: DistributedContext, sources: list[VideoSource]
     return index, count, archive_order([by_id[video_id] for video_id in share])
 
 
+def clip_sampling(cfg: Config, extraction: ExtractionModel) -> ClipSampling:
+    """The clip layout and decode size of an extraction: the model's clip (frames, interval), the
+    ``extract`` section's timeline, stride, frame size and crop."""
+    section = extraction.section
+    return ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"], interval_frames=section["interval"],
+                        stride_frames=cfg.extract.stride, short_side=cfg.extract.short_side, crop=cfg.extract.crop)
+
+
 def _open_writer(path: Path, attrs: dict, dtype: str, overwrite: bool) -> FeatureWriter:
     """The writer of ``path``: resuming (a damaged main file is moved aside), or afresh with overwrite."""
     if overwrite:
@@ -233,10 +241,7 @@ def extract_into(output: Path, failed_tsv: Path, sources: list[VideoSource], cfg
 
     ``also_done(attrs) -> set of ids`` names more videos to skip (a shard: those of the merged file).
     """
-    section = extraction.section
-    sampling = ClipSampling(fps=cfg.extract.fps, num_frames=section["num_frames"],
-                            interval_frames=section["interval"], stride_frames=cfg.extract.stride,
-                            short_side=cfg.extract.short_side, crop=cfg.extract.crop)
+    sampling = clip_sampling(cfg, extraction)
     attrs = store_attrs(cfg, extraction)
     encoder = ClipEncoder(extraction.model, ctx.device, bf16=cfg.extract.bf16, normalization=extraction.normalization,
                           channels_last=cfg.extract.channels_last)

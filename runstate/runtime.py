@@ -157,6 +157,26 @@ def model_threads(num_threads: int, num_workers: int, device: str) -> int:
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_console = None
+
+
+def console_stream():
+    """Where our console output goes (log lines, progress bars): stderr as it was when first asked
+    for, written through a duplicate of its file descriptor.
+
+    ``data.video`` points descriptor 2 at /dev/null while decord decodes (its C++ logger writes
+    there). When a thread of this process decodes (extraction with ``runtime.num_workers=0``), that
+    would swallow whatever the main thread logs meanwhile, a failed video's line included.
+    """
+    global _console
+    if _console is None:
+        try:
+            sys.stderr.flush()
+            _console = open(os.dup(sys.stderr.fileno()), "w", buffering=1,  # line-buffered
+                            encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace")
+        except (AttributeError, OSError, ValueError):  # stderr without a descriptor (replaced)
+            _console = sys.stderr
+    return _console
 
 
 def setup_logging(log_file: Path | None = None, rank: int = 0) -> logging.Handler | None:
@@ -164,7 +184,7 @@ def setup_logging(log_file: Path | None = None, rank: int = 0) -> logging.Handle
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     if not any(getattr(h, "_tal_console", False) for h in root.handlers):
-        console = logging.StreamHandler(sys.stderr)
+        console = logging.StreamHandler(console_stream())
         console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
         console._tal_console = True  # type: ignore[attr-defined]
@@ -243,5 +263,5 @@ def progress(iterable=None, total: int | None = None, desc: str = "", unit: str 
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave,
-                    dynamic_ncols=True, mininterval=1.0)
+                    dynamic_ncols=True, mininterval=1.0, file=console_stream())
     return LogProgress(iterable, total=total, desc=desc, unit=unit, every_sec=every_sec, disable=disable)
