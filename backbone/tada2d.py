@@ -23,8 +23,11 @@ mean and the per-frame input scaling before each TAdaConv, the temporal pooling,
 it) plus the route function's small ops on ``(B, C, T)`` descriptors. Two exact rewrites cut it:
 
 * inference (autograd off, BNs in eval mode; ``TAda2D.set_fast_inference``): eq. 7 becomes one
-  per-channel 3-tap temporal filter (``aggregate_relu_inference``, 4 passes instead of 7), and the
-  scaling overwrites the block's own scratch tensor instead of allocating a copy;
+  per-channel 3-tap temporal filter (``aggregate_relu_inference``, 4 passes instead of 7), the
+  scaling overwrites the block's own scratch tensor instead of allocating a copy, and the route
+  function's hidden BN is folded into its first temporal conv (three matmuls and a ReLU). The
+  foldings are computed once and kept until a weight changes (``DerivedTensors``): recomputed on
+  every forward they would cost a dozen small ops per block, about 2 % of a ResNet-50 forward;
 * training: the pooling's backward is the same pooling of the gradient (``_TemporalAvgPool3``), the
   route's mean passes its gradient as a broadcast view, and BN1 is recorded after BN2 so that the two
   gradients for the conv output are summed in place.
@@ -36,7 +39,7 @@ the tests compare it, and the training gradients, with plainly written reference
 import torch
 from torch import Tensor, nn
 
-from backbone.tadaconv import RouteFunction, TAdaConv2d
+from backbone.tadaconv import DerivedTensors, RouteFunction, TAdaConv2d
 
 # depth -> (block type, blocks per stage res2..res5)
 RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -120,34 +123,45 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
-def aggregate_relu_inference(
-    out: Tensor, num_frames: int, bn: nn.BatchNorm2d, pool_bn: nn.BatchNorm2d
-) -> Tensor:
-    """``relu(bn(out) + pool_bn(temporal_avg_pool3(out)))`` (eq. 7) for eval-mode BNs, in 4 passes.
+def aggregate_filter(bn: nn.BatchNorm2d, pool_bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor, Tensor]:
+    """Eq. 7's two eval-mode BNs as one per-channel temporal 3-tap filter: ``(centre, neighbour, shift)``.
 
     With running statistics both BNs are per-channel affine maps, ``bn(y) = s1 y + b1`` and
     ``pool_bn(p) = s2 p + b2``, so for frame t (neighbours outside the clip are zero)
 
         ``bn(y)_t + pool_bn(pool(y))_t = (s1 + s2/3) y_t + (s2/3) (y_{t-1} + y_{t+1}) + (b1 + b2)``
 
-    exactly: one temporal 3-tap filter per channel. That is one multiply-add over ``out``, one per
-    neighbour and the ReLU, instead of BN1, the pooling (3 passes), BN2, the sum and the ReLU.
-    Only the rounding differs from the plain path. No autograd graph is meant to go through it
-    (``_TemporalParts`` uses it with autograd off).
-
-    Args:
-        out: ``(B*T, C, H, W)`` conv output, clip-major, frame-minor.
-        num_frames: T.
-        bn, pool_bn: BN1 and BN2 of eq. 7, in eval mode.
-
-    Returns:
-        ``(B*T, C, H, W)``, in the memory format of ``out``.
+    exactly. Each of the three is shaped ``(1, 1, C, 1, 1)`` to broadcast over ``(B, T, C, H, W)``.
     """
     scale1, shift1 = _bn_scale_shift(bn)
     scale2, shift2 = _bn_scale_shift(pool_bn)
     neighbour_weight = (scale2 / 3.0).view(1, 1, -1, 1, 1)  # (C,) -> (1, 1, C, 1, 1)
     centre_weight = (scale1 + scale2 / 3.0).view(1, 1, -1, 1, 1)
     shift = (shift1 + shift2).view(1, 1, -1, 1, 1)
+    return centre_weight, neighbour_weight, shift
+
+
+def aggregate_relu_inference(
+    out: Tensor, num_frames: int, bn: nn.BatchNorm2d, pool_bn: nn.BatchNorm2d,
+    filter_taps: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``relu(bn(out) + pool_bn(temporal_avg_pool3(out)))`` (eq. 7) for eval-mode BNs, in 4 passes.
+
+    The two BNs and the pooling are one temporal 3-tap filter per channel (``aggregate_filter``):
+    one multiply-add over ``out``, one per neighbour and the ReLU, instead of BN1, the pooling
+    (3 passes), BN2, the sum and the ReLU. Only the rounding differs from the plain path. No
+    autograd graph is meant to go through it (``_TemporalParts`` uses it with autograd off).
+
+    Args:
+        out: ``(B*T, C, H, W)`` conv output, clip-major, frame-minor.
+        num_frames: T.
+        bn, pool_bn: BN1 and BN2 of eq. 7, in eval mode.
+        filter_taps: ``aggregate_filter(bn, pool_bn)`` if the caller keeps it; computed when None.
+
+    Returns:
+        ``(B*T, C, H, W)``, in the memory format of ``out``.
+    """
+    centre_weight, neighbour_weight, shift = filter_taps or aggregate_filter(bn, pool_bn)
     clips = out.reshape(-1, num_frames, *out.shape[1:])  # (B*T, C, H, W) -> (B, T, C, H, W)
     result = torch.addcmul(shift, clips, centre_weight)  # (B, T, C, H, W)
     result[:, 1:].addcmul_(clips[:, :-1], neighbour_weight)  # frame t gets frame t-1
@@ -172,8 +186,9 @@ class _TemporalParts:
     (``None`` when switched off).
 
     ``fast_inference`` (default True) lets a block take the inference path when autograd is off
-    and its BNs are in eval mode: the calibration scales a scratch input in place and eq. 7 runs as
-    ``aggregate_relu_inference``. Both are exact rewrites (only the rounding differs); switching it
+    and its BNs are in eval mode: the route function runs with its BN folded, the calibration
+    scales a scratch input in place and eq. 7 runs as ``aggregate_relu_inference`` with the filter
+    kept in ``aggregate_taps``. All are exact rewrites (only the rounding differs); switching it
     off (``TAda2D.set_fast_inference(False)``) runs the plain path, which the tests compare with.
     """
 
@@ -193,6 +208,7 @@ class _TemporalParts:
             self.route = None
         # BN2 of eq. 7, zero-initialised so the aggregation branch starts switched off.
         self.pool_bn = _batch_norm(out_channels, zero_init=True) if aggregate else None
+        self.aggregate_taps = DerivedTensors()  # the inference path's aggregate_filter
         return conv, _batch_norm(out_channels)
 
     def _spatial_forward(
@@ -207,14 +223,17 @@ class _TemporalParts:
             and (self.pool_bn is None or not self.pool_bn.training)
         )
         if self.route is not None:
-            alpha = self.route.forward_folded(x, num_frames)  # (B*T, Cin, 1, 1)
+            alpha = self.route.forward_folded(x, num_frames, inference=inference)  # (B*T, Cin, 1, 1)
             out = conv.forward_folded(x, alpha, scale_in_place=inference and x_is_scratch)
         else:
             out = conv(x)
         if self.pool_bn is None:
             return torch.relu_(bn(out))
         if inference:
-            return aggregate_relu_inference(out, num_frames, bn, self.pool_bn)
+            sources = (bn.weight, bn.bias, bn.running_mean, bn.running_var, self.pool_bn.weight,
+                       self.pool_bn.bias, self.pool_bn.running_mean, self.pool_bn.running_var)
+            taps = self.aggregate_taps.get(sources, lambda: aggregate_filter(bn, self.pool_bn))
+            return aggregate_relu_inference(out, num_frames, bn, self.pool_bn, taps)
         # In place on BN2's output: BN's backward needs its input, not its output. BN1 comes last on
         # purpose: autograd runs the last-recorded consumer of `out` first, and the gradient that
         # reaches `out` first is the one the other is added into in place, which only works for a
@@ -398,10 +417,17 @@ class TAda2D(nn.Module):
             nn.init.zeros_(head.bias)
 
     def set_fast_inference(self, enabled: bool) -> None:
-        """Switches the blocks' exact inference rewrites on (the default) or off (the plain path)."""
-        for stage in self.stages:
-            for block in stage:
-                block.fast_inference = bool(enabled)
+        """Switches the blocks' exact inference rewrites on (the default) or off (the plain path).
+
+        Either way it drops the BN foldings the rewrites keep (``DerivedTensors``), so that it is
+        also what to call after writing weights through ``tensor.data``, which they cannot see.
+        """
+        for module in self.modules():
+            if isinstance(module, _TemporalParts):
+                module.fast_inference = bool(enabled)
+            for derived in vars(module).values():
+                if isinstance(derived, DerivedTensors):
+                    derived.clear()
 
     @property
     def stages(self) -> list[nn.ModuleList]:

@@ -263,24 +263,62 @@ class _SpatialMean(torch.autograd.Function):
         return (grad / (height * width))[:, :, None, None].expand(num, channels, height, width)
 
 
+def _temporal_windows(frames: Tensor, kernel: int) -> Tensor:
+    """``(B, T, C)`` frame rows -> ``(B*T, C*k)``: row ``(b, t)`` holds frames t - k//2 .. t + k//2.
+
+    Zero beyond the clip's ends (k // 2 padding on each side), channel-major like a ``Conv1d``
+    weight's ``(C_out, C_in, k)`` layout, so that ``windows @ weight.reshape(C_out, -1).T`` is the
+    convolution along time.
+    """
+    batch, num_frames, channels = frames.shape
+    # (B, T, C) -> (B, C, T) -> (B, C, T + k - 1), zero-padded -> (B, C, T, k) windows (a view)
+    windows = F.pad(frames.transpose(1, 2), (kernel // 2, kernel // 2)).unfold(2, kernel, 1)
+    # (B, C, T, k) -> (B, T, C, k) -> (B*T, C*k)
+    return windows.permute(0, 2, 1, 3).reshape(batch * num_frames, channels * kernel)
+
+
 def _temporal_conv(frames: Tensor, conv: nn.Conv1d) -> Tensor:
     """``conv`` along time on ``frames (B, T, C_in)`` -> ``(B, T, C_out)``, written as one matmul.
 
     The same as ``conv(frames.transpose(1, 2)).transpose(1, 2)`` for an odd kernel k with k // 2
-    zero padding on each side: row ``(b, t)`` of the window matrix holds frames t - k//2 .. t + k//2,
-    channel-major like the weight's ``(C_out, C_in, k)`` layout. On the route function's small
-    inputs ``F.conv1d`` opens one or two thread-pool regions per call (more in its backward), each
-    of which waits for every thread; one matmul opens at most one, which is what counts when the
-    cores are shared with other processes.
+    zero padding on each side. On the route function's small inputs ``F.conv1d`` opens one or two
+    thread-pool regions per call (more in its backward), each of which waits for every thread; one
+    matmul opens at most one, which is what counts when the cores are shared with other processes.
     """
-    batch, num_frames, channels = frames.shape
-    k = conv.kernel_size[0]
-    # (B, T, C) -> (B, C, T) -> (B, C, T + k - 1), zero-padded -> (B, C, T, k) windows (a view)
-    windows = F.pad(frames.transpose(1, 2), (k // 2, k // 2)).unfold(2, k, 1)
-    # (B, C, T, k) -> (B, T, C, k) -> (B*T, C*k)
-    columns = windows.permute(0, 2, 1, 3).reshape(batch * num_frames, channels * k)
+    batch, num_frames, _ = frames.shape
+    columns = _temporal_windows(frames, conv.kernel_size[0])  # (B*T, C_in*k)
     out = F.linear(columns, conv.weight.reshape(conv.out_channels, -1), conv.bias)  # (B*T, C_out)
     return out.view(batch, num_frames, -1)  # (B*T, C_out) -> (B, T, C_out)
+
+
+class DerivedTensors:
+    """Tensors computed from a module's parameters and buffers, kept until one of those changes.
+
+    The inference paths fold eval-mode BatchNorms into neighbouring weights; computing the folded
+    tensors on every forward would cost a dozen small ops per block, which is what they are there
+    to save. ``get(sources, compute)`` returns the last result of ``compute()`` while every source
+    is the same tensor (identity, storage) at the same version: ``load_state_dict``, optimizer
+    steps, any in-place update under ``torch.no_grad``, ``.to()`` and replacing a parameter are all
+    seen. Not seen: writes through ``tensor.data``, which PyTorch gives a version counter of its own
+    (``p.data.copy_(...)``); after such a write, call ``clear()``, or ``TAda2D.set_fast_inference``.
+
+    Not a buffer: nothing of it is in the state dict.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._values: tuple[Tensor, ...] = ()
+
+    def get(self, sources: tuple[Tensor, ...], compute) -> tuple[Tensor, ...]:
+        key = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if key != self._key:
+            with torch.no_grad():
+                self._values = tuple(compute())
+            self._key = key
+        return self._values
+
+    def clear(self) -> None:
+        self._key, self._values = None, ()
 
 
 class RouteFunction(nn.Module):
@@ -299,7 +337,11 @@ class RouteFunction(nn.Module):
     The descriptors are tiny (``B*T`` rows of C numbers), so what this costs is the number of ops, not
     their arithmetic: the temporal convs run as one matmul each on frame rows (``_temporal_conv``;
     the ``nn.Conv1d`` modules hold the weights), the hidden BN in eval mode as its affine map, and the
-    spatial mean passes its gradient as a broadcast view (``_SpatialMean``).
+    spatial mean passes its gradient as a broadcast view (``_SpatialMean``). With autograd off and
+    the BN in eval mode, ``forward_folded(..., inference=True)`` goes further: the BN is folded into
+    the reducing conv's weights and bias, the ``+ 1`` into the expanding matmul, so the rows pass
+    through three matmuls and a ReLU (``_inference_rows``; the folded weights are kept in a
+    ``DerivedTensors`` until a parameter changes). Only the rounding differs.
 
     Args:
         channels: C, channels of the features read (those of the TAdaConv's input for ``cin``).
@@ -335,6 +377,7 @@ class RouteFunction(nn.Module):
         self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv1d(hidden, channels, kernels[1], padding=kernels[1] // 2, bias=False)
+        self.folded = DerivedTensors()  # the inference path's folded weights
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -380,14 +423,55 @@ class RouteFunction(nn.Module):
         alpha = self.from_descriptors(x.mean(dim=(3, 4)))  # (B, C, T, H, W) -> (B, C, T)
         return alpha[..., None, None]  # (B, C, T) -> (B, C, T, 1, 1)
 
-    def forward_folded(self, frames: Tensor, num_frames: int) -> Tensor:
-        """``(B*T, C, H, W)`` frames (clip-major, frame-minor) -> ``(B*T, C, 1, 1)`` alpha."""
+    def forward_folded(self, frames: Tensor, num_frames: int, inference: bool = False) -> Tensor:
+        """``(B*T, C, H, W)`` frames (clip-major, frame-minor) -> ``(B*T, C, 1, 1)`` alpha.
+
+        ``inference``: take the folded inference path (``_inference_rows``) where it applies,
+        autograd off and the hidden BN using running statistics; otherwise ignored.
+        """
         if frames.dim() != 4 or frames.shape[1] != self.channels or frames.shape[0] % num_frames:
             raise ValueError(
                 f"RouteFunction.forward_folded: frames must be (B*{num_frames}, {self.channels}, H, W), "
                 f"got {tuple(frames.shape)}"
             )
-        # (B*T, C, H, W) -> (B*T, C) -> (B, T, C)
-        descriptors = _SpatialMean.apply(frames).view(-1, num_frames, self.channels)
-        alpha = self.from_frame_rows(descriptors)
+        inference = (inference and not torch.is_grad_enabled() and not self.bn.training
+                     and self.bn.track_running_stats)
+        if inference:
+            # (B*T, C, H, W) -> (B*T, C) -> (B, T, C)
+            alpha = self._inference_rows(frames.mean(dim=(2, 3)).view(-1, num_frames, self.channels))
+        else:
+            alpha = self.from_frame_rows(_SpatialMean.apply(frames).view(-1, num_frames, self.channels))
         return alpha.view(-1, self.channels, 1, 1)  # (B, T, C) -> (B*T, C, 1, 1)
+
+    def _folded_weights(self) -> tuple[Tensor, ...]:
+        """``(W_g.T, b_g, W_a'.T, b_a', W_b.T, ones)``, the eval-mode BN folded into the reducing conv.
+
+        ``bn(conv_reduce(x)) = conv_reduce(x) * s + t`` per hidden channel, ``s = weight / sqrt(var +
+        eps)``, ``t = bias - mean * s``, so the folded conv has weight ``W_a * s`` (per output row)
+        and bias ``b_a * s + t``. The matmul operands are stored transposed and contiguous.
+        """
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C/r,)
+        reduce_weight = self.conv_reduce.weight.reshape(self.conv_reduce.out_channels, -1)  # (C/r, C*k0)
+        return (
+            self.global_linear.weight.t().contiguous(),  # (C, C)
+            self.global_linear.bias,  # (C,)
+            (reduce_weight * scale[:, None]).t().contiguous(),  # (C*k0, C/r)
+            torch.addcmul(bn.bias - bn.running_mean * scale, self.conv_reduce.bias, scale),  # (C/r,)
+            self.conv_expand.weight.reshape(self.channels, -1).t().contiguous(),  # (C/r*k1, C)
+            torch.ones_like(self.global_linear.bias),  # (C,): the + 1, added by the last matmul
+        )
+
+    def _inference_rows(self, descriptors: Tensor) -> Tensor:
+        """``from_frame_rows`` for an eval-mode BN with autograd off, in seven ops: ``(B, T, C)`` -> alpha."""
+        sources = (self.global_linear.weight, self.global_linear.bias, self.conv_reduce.weight,
+                   self.conv_reduce.bias, self.bn.weight, self.bn.bias, self.bn.running_mean,
+                   self.bn.running_var, self.conv_expand.weight)
+        global_t, global_bias, reduce_t, reduce_bias, expand_t, ones = self.folded.get(sources, self._folded_weights)
+        batch, num_frames, _ = descriptors.shape
+        global_descriptor = torch.addmm(global_bias, descriptors.mean(dim=1), global_t)  # (B, C)
+        context = descriptors + global_descriptor.unsqueeze(1)  # (B, T, C)
+        hidden = torch.addmm(reduce_bias, _temporal_windows(context, self.conv_reduce.kernel_size[0]),
+                             reduce_t).relu_()  # (B*T, C/r)
+        hidden_windows = _temporal_windows(hidden.view(batch, num_frames, -1), self.conv_expand.kernel_size[0])
+        return torch.addmm(ones, hidden_windows, expand_t).view(batch, num_frames, -1)  # (B, T, C)

@@ -1,5 +1,7 @@
 """TAda2D / R2D: structure, shapes, the official-style block reference, init equivalence, sizes."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -235,15 +237,20 @@ def test_fast_inference_block_matches_official_formulation(block_class):
     assert torch.equal(frames, frames_before)  # only the block's own scratch tensors are overwritten
 
 
+def plain_path(model: TAda2D, video: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``model(video)`` on the plain path, run by a copy so that ``model`` and its kept foldings stay as they are."""
+    plain = copy.deepcopy(model)
+    plain.set_fast_inference(False)
+    with torch.inference_mode():
+        return plain(video)
+
+
 def test_fast_inference_model_equals_plain_path_in_both_memory_formats():
     torch.manual_seed(9)
     model = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
     perturb_(model, seed=9)
     video = torch.randn(2, 3, 4, 32, 32, dtype=DTYPE)
-    model.set_fast_inference(False)
-    with torch.inference_mode():
-        plain_logits, plain_feature = model(video)
-    model.set_fast_inference(True)
+    plain_logits, plain_feature = plain_path(model, video)
     with torch.inference_mode():
         fast_logits, fast_feature = model(video)
     torch.testing.assert_close(fast_feature, plain_feature, rtol=1e-12, atol=1e-12)
@@ -255,6 +262,27 @@ def test_fast_inference_model_equals_plain_path_in_both_memory_formats():
     torch.testing.assert_close(channels_last_feature, plain_feature, rtol=1e-12, atol=1e-12)
     # the switch is no parameter, buffer or state-dict key
     assert all("fast" not in key for key in model.state_dict())
+
+
+def test_fast_inference_model_follows_new_weights():
+    """The BN foldings the fast path keeps between forwards are recomputed once the weights change."""
+    torch.manual_seed(11)
+    model = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
+    video = torch.randn(1, 3, 4, 32, 32, dtype=DTYPE)
+    with torch.inference_mode():
+        model(video)  # fills the caches with the initial weights
+    for seed in (11, 12):
+        perturb_(model, seed=seed)  # in place through the state dict (detached views, shared versions)
+        with torch.inference_mode():
+            _, fast_feature = model(video)
+        torch.testing.assert_close(fast_feature, plain_path(model, video)[1], rtol=1e-12, atol=1e-12)
+    fresh = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()
+    perturb_(fresh, seed=13)
+    with torch.inference_mode():
+        _, expected = fresh(video)
+        model.load_state_dict(fresh.state_dict())
+        _, loaded = model(video)
+    torch.testing.assert_close(loaded, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_fast_inference_is_only_taken_with_autograd_off_and_eval_bns():

@@ -167,6 +167,64 @@ def test_route_function_matches_reference_in_both_layouts():
     folded = route.forward_folded(x.transpose(1, 2).reshape(8, 8, 5, 3), num_frames=4)  # (B*T, C, H, W)
     assert folded.shape == (8, 8, 1, 1)
     torch.testing.assert_close(folded.view(2, 4, 8).transpose(1, 2), alpha[..., 0, 0], rtol=0, atol=0)
+    # the inference path: BN folded into the reducing conv, the + 1 into the last matmul
+    with torch.inference_mode():
+        fast = route.forward_folded(x.transpose(1, 2).reshape(8, 8, 5, 3), num_frames=4, inference=True)
+    torch.testing.assert_close(fast.view(2, 4, 8).transpose(1, 2), reference_route(route, x),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_route_inference_path_only_with_autograd_off_and_running_statistics():
+    torch.manual_seed(12)
+    route = RouteFunction(8, reduction=2).to(DTYPE).eval()
+    with torch.no_grad():
+        route.conv_expand.weight.normal_(std=0.3)
+    frames = torch.randn(6, 8, 3, 3, dtype=DTYPE, requires_grad=True)  # (B*T, C, H, W), T = 3
+    alpha = route.forward_folded(frames, 3, inference=True)  # autograd on: the plain, differentiable path
+    assert alpha.requires_grad and route.folded._key is None
+    route.train()
+    with torch.no_grad():  # batch statistics: the plain path, and the running statistics move
+        before = route.bn.running_mean.clone()
+        route.forward_folded(frames, 3, inference=True)
+    assert not torch.equal(route.bn.running_mean, before) and route.folded._key is None
+
+
+def test_route_inference_path_follows_every_change_of_the_weights():
+    """The folded weights are kept between forwards; whatever changes a weight the next forward sees."""
+    torch.manual_seed(13)
+    route = RouteFunction(8, reduction=2).to(DTYPE).eval()
+    frames = torch.randn(6, 8, 3, 3, dtype=DTYPE)  # (B*T, C, H, W), T = 3
+
+    def check():
+        with torch.no_grad():
+            fast = route.forward_folded(frames, 3, inference=True)
+            plain = route.forward_folded(frames, 3)
+        torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+        return fast
+
+    first = check()  # alpha == 1 at initialisation
+    torch.testing.assert_close(first, torch.ones_like(first), rtol=0, atol=0)
+    with torch.no_grad():
+        route.conv_expand.weight.normal_(std=0.3)  # in place under no_grad
+    assert not torch.equal(check(), first)
+    other = RouteFunction(8, reduction=2).to(DTYPE)
+    with torch.no_grad():
+        other.conv_expand.weight.normal_(std=0.3)
+        other.bn.running_var.uniform_(0.5, 2.0)
+    route.load_state_dict(other.state_dict())
+    check()
+    optimizer = torch.optim.SGD(route.parameters(), lr=0.1)
+    route.train()
+    route(torch.randn(2, 8, 3, 3, 3, dtype=DTYPE)).square().sum().backward()
+    optimizer.step()
+    route.eval()
+    check()
+    route.bn.weight = torch.nn.Parameter(torch.full((4,), 3.0, dtype=DTYPE))  # a new parameter
+    check()
+    # Writes through .data have their own version counter: not seen until the cache is cleared.
+    route.bn.running_mean.data.add_(1.0)
+    route.folded.clear()
+    check()
 
 
 @pytest.mark.parametrize("training", [True, False])
