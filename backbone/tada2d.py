@@ -27,7 +27,7 @@ it) plus the route function's small ops on ``(B, C, T)`` descriptors. Two exact 
   scaling overwrites the block's own scratch tensor instead of allocating a copy, and the route
   function's hidden BN is folded into its first temporal conv (three matmuls and a ReLU). The
   foldings are computed once and kept until a weight changes (``DerivedTensors``): recomputed on
-  every forward they would cost a dozen small ops per block, about 2 % of a ResNet-50 forward;
+  every forward they would cost a dozen small ops per block;
 * training: the pooling's backward is the same pooling of the gradient (``_TemporalAvgPool3``), the
   route's mean passes its gradient as a broadcast view, and BN1 is recorded after BN2 so that the two
   gradients for the conv output are summed in place.

@@ -146,12 +146,13 @@ def route_inputs(model: torch.nn.Module, video: torch.Tensor) -> list[torch.Tens
     for route in routes:  # an instance attribute shadows the class's method for this one pass
         route.from_frame_rows = (lambda rows, route=route: recorded.append(rows)
                                  or type(route).from_frame_rows(route, rows))
+    fast = model.layer1[0].fast_inference
     model.set_fast_inference(False)  # the plain path is the one that calls from_frame_rows
     try:
         with torch.inference_mode():
             model(video)
     finally:
-        model.set_fast_inference(True)
+        model.set_fast_inference(fast)
         for route in routes:
             del route.from_frame_rows
     return recorded
