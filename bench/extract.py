@@ -174,7 +174,7 @@ def sweep(worker_counts: list[int], sources, sampling, encoder, attrs, cfg, batc
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}):")
     for workers in worker_counts:
         model_rate = num_clips / statistics.median(model_walls[threads[workers]])
-        # with no decode worker, decoding alternates with the model instead of running beside it
+        # "beside a decoder" is a decoding process: the counterpart of decode workers, not of the thread
         beside = ""
         if workers:
             beside_rate = num_clips / statistics.median(beside_walls[threads[workers]])
