@@ -19,7 +19,10 @@ The worker yields, in order for each video:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import mmap
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -70,6 +73,10 @@ class ClipBatch:
         duration_sec: the video's duration (seconds, as the reader measured it).
         native_fps: the file's own frame rate.
         is_last: the batch ends the video.
+        slot: where the clips wait in the decoding workers' ``ClipSlots`` (-1: they are in ``clips``).
+            Such an item crosses the process boundary with ``clips=None`` and ``clips_shape`` set;
+            ``ClipSlots.receive`` gives it its clips back as a view of the slot.
+        clips_shape: ``(n, T, H, W, 3)`` of clips kept in a slot.
     """
 
     video_index: int
@@ -81,6 +88,8 @@ class ClipBatch:
     duration_sec: float
     native_fps: float
     is_last: bool
+    slot: int = -1
+    clips_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,83 @@ def keep_item(item):
     return item
 
 
+class ClipSlots:
+    """Fixed shared-memory slots in which decoding workers hand clip batches to the main process.
+
+    A tensor a DataLoader worker returns travels through a fresh shared-memory segment: the
+    worker creates and fills it, its file descriptor is passed over a socket, the main process
+    maps it and faults its pages in one by one, then unmaps it. With a small model that costs as
+    much as 15 % of the extraction (``bench/extract.py``). Here the main process maps
+    ``slots_per_worker`` slots per worker once, before the workers are forked (an anonymous
+    ``MAP_SHARED`` mapping, which forked children share and which no ``/dev/shm`` size limit
+    applies to); a worker writes each batch into its next slot and sends only the slot's number.
+
+    Slot ``k`` of worker ``w`` is reused for that worker's batch ``k + slots_per_worker``; the
+    worker waits until the main process has released the batch before it (``release``, in the
+    order the worker sent them: a DataLoader yields each worker's items in order). The DataLoader
+    keeps at most ``prefetch_factor`` items per worker in flight, so with ``prefetch_factor + 2``
+    slots the wait never happens in practice. A batch larger than a slot (a frame wider than
+    ``max_aspect`` times its short side) travels as a tensor, as without slots.
+
+    Only for forked workers (``fork`` start method): the mapping must be inherited, not pickled.
+
+    Args:
+        num_workers: DataLoader workers.
+        slots_per_worker: slots of each worker.
+        slot_bytes: bytes of one slot (one batch of uint8 clips).
+    """
+
+    def __init__(self, num_workers: int, slots_per_worker: int, slot_bytes: int):
+        self.num_workers = num_workers
+        self.slots_per_worker = slots_per_worker
+        self.slot_bytes = slot_bytes
+        self._memory = mmap.mmap(-1, num_workers * slots_per_worker * slot_bytes)
+        self._counts = mmap.mmap(-1, 16 * num_workers)
+        self.buffer = np.frombuffer(self._memory, dtype=np.uint8).reshape(num_workers * slots_per_worker, slot_bytes)
+        # per worker: batches it has put (written by the worker), batches released (by the main process)
+        counts = np.frombuffer(self._counts, dtype=np.int64).reshape(num_workers, 2)
+        self.put_count, self.released_count = counts[:, 0], counts[:, 1]
+
+    @classmethod
+    def for_batches(cls, num_workers: int, prefetch_factor: int, batch_size: int, sampling: ClipSampling,
+                    max_aspect: float = 16 / 9) -> ClipSlots:
+        """Slots for ``batch_size`` clips of ``sampling``'s frames, wide up to ``max_aspect`` : 1."""
+        side = sampling.short_side
+        long_side = side if sampling.crop == "center" else math.ceil(side * max_aspect) + 1
+        return cls(num_workers, prefetch_factor + 2, batch_size * sampling.num_frames * side * long_side * 3)
+
+    def slot_array(self, worker_id: int, shape: tuple[int, ...]) -> tuple[int, np.ndarray] | None:
+        """The worker's next slot as a uint8 array of ``shape`` to write into, and its number; None when
+        the batch does not fit. Waits while the main process still holds the slot's previous batch."""
+        if math.prod(shape) > self.slot_bytes:
+            return None
+        count = int(self.put_count[worker_id])
+        while count - int(self.released_count[worker_id]) >= self.slots_per_worker:
+            time.sleep(0.0005)
+        self.put_count[worker_id] = count + 1
+        slot = worker_id * self.slots_per_worker + count % self.slots_per_worker
+        return slot, self.buffer[slot, :math.prod(shape)].reshape(shape)
+
+    def receive(self, item: ClipBatch, channels_last: bool) -> ClipBatch:
+        """The item with its clips (a view of the slot, laid out as ``ClipBatch`` says); unchanged when
+        it carries them itself."""
+        if getattr(item, "slot", -1) < 0:  # a VideoFailure, or clips that travelled as a tensor
+            return item
+        n, frames, height, width, channels = item.clips_shape
+        memory = torch.from_numpy(self.buffer[item.slot, :math.prod(item.clips_shape)])
+        if channels_last:
+            clips = memory.view(n, frames, height, width, channels)
+        else:  # (n, 3, T, H, W) in memory, viewed as (n, T, H, W, 3)
+            clips = memory.view(n, channels, frames, height, width).permute(0, 2, 3, 4, 1)
+        return replace(item, clips=clips)
+
+    def release(self, item: ClipBatch) -> None:
+        """The main process is done with ``item``'s slot (call it for every slotted item, in order)."""
+        if getattr(item, "slot", -1) >= 0:
+            worker_id = item.slot // self.slots_per_worker
+            self.released_count[worker_id] += 1
+
+
 class ClipBatchDataset(IterableDataset):
     """Decodes ``sources`` into ``ClipBatch`` / ``VideoFailure`` items (see the module docstring).
 
@@ -108,10 +194,13 @@ class ClipBatchDataset(IterableDataset):
         batch_size: clips per ``ClipBatch``.
         decoder_threads: decord threads per reader (0 = decord's default).
         channels_last: give clips in the memory layout of a channels-last model (see ``ClipBatch``).
+        slots: in DataLoader workers, hand batches over in these shared slots (``ClipSlots``); the
+            consumer must then pass every item through ``slots.receive`` and ``slots.release``.
     """
 
     def __init__(self, sources: list[VideoSource], sampling: ClipSampling, clips_per_chunk: int,
-                 batch_size: int, decoder_threads: int = 0, channels_last: bool = False):
+                 batch_size: int, decoder_threads: int = 0, channels_last: bool = False,
+                 slots: ClipSlots | None = None):
         super().__init__()
         if clips_per_chunk < 1 or batch_size < 1:
             raise ValueError(f"ClipBatchDataset: clips_per_chunk ({clips_per_chunk}) and batch_size "
@@ -122,16 +211,34 @@ class ClipBatchDataset(IterableDataset):
         self.batch_size = batch_size
         self.decoder_threads = decoder_threads
         self.channels_last = channels_last
+        self.slots = slots
 
     def __iter__(self):
         worker = get_worker_info()
         worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        slots = self.slots if worker is not None else None
         opener = SourceOpener()
         try:
             for video_index in range(worker_id, len(self.sources), num_workers):
-                yield from self.video_items(video_index, opener)
+                for item in self.video_items(video_index, opener):
+                    yield item if slots is None else self._into_slot(item, slots, worker_id)
         finally:
             opener.close()
+
+    def _into_slot(self, item: ClipBatch | VideoFailure, slots: ClipSlots, worker_id: int):
+        """The item with its clips moved into the worker's next slot (unchanged if they do not fit)."""
+        if not isinstance(item, ClipBatch):
+            return item
+        shape = tuple(item.clips.shape)  # (n, T, H, W, 3)
+        memory_shape = shape if self.channels_last else (shape[0], shape[4], *shape[1:4])
+        taken = slots.slot_array(worker_id, memory_shape)
+        if taken is None:
+            return item
+        slot, array = taken
+        # the clips' memory as it is laid out: (n, T, H, W, 3), or (n, 3, T, H, W) viewed as that
+        source = item.clips if self.channels_last else item.clips.permute(0, 4, 1, 2, 3)
+        np.copyto(array, source.numpy())
+        return replace(item, clips=None, slot=slot, clips_shape=shape)
 
     def video_items(self, video_index: int, opener: SourceOpener):
         """One video's items: its ``ClipBatch``es, or a ``VideoFailure`` (possibly after some batches)."""

@@ -1,8 +1,9 @@
 """The extraction loop: decoded clip batches in, features written video by video.
 
 ``extract_videos`` runs a DataLoader over ``ClipBatchDataset`` (decoding in worker
-processes, so that it overlaps the model; with ``num_workers=0`` a thread of this process
-decodes instead, ``decoded_in_thread``), encodes every ``ClipBatch`` with a
+processes, so that it overlaps the model, which hand batches back in shared slots,
+``ClipSlots``; with ``num_workers=0`` a thread of this process decodes instead,
+``decoded_in_thread``), encodes every ``ClipBatch`` with a
 ``ClipEncoder`` in the main process and hands the features to a ``FeatureWriter``
 as they come (``write_chunk``), finishing each video with its last batch. Several
 videos are in flight at once (one per worker); each is complete or absent in the
@@ -22,6 +23,7 @@ Failures are per video and never stop the loop:
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
 import time
@@ -34,13 +36,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from backbone.clips import IMAGENET, Normalization, clips_to_tensor
-from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure, keep_item
+from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, ClipSlots, VideoFailure, keep_item
 from features.sources import VideoSource
 from formats.failures import FailedVideo
 from formats.feature_writer import FeatureWriter
 from runstate.runtime import progress as progress_bar
 
 log = logging.getLogger(__name__)
+_PREFETCH_FACTOR = 4  # batches each decoding worker may have ready ahead of the model
 
 
 class ClipEncoder:
@@ -229,15 +232,28 @@ class _Run:
     def run_pass(self, indices: list[int], dataset_args: dict, num_workers: int) -> None:
         """One DataLoader over ``indices`` (with no workers, a decoding thread); raises ``_WorkerDied``
         when a worker process dies."""
-        dataset = ClipBatchDataset([self.sources[i] for i in indices], **dataset_args)
+        slots = None
+        context = None
+        if num_workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+            # batches come back through slots mapped once for the pass (ClipSlots), not a new segment each
+            slots = ClipSlots.for_batches(num_workers, _PREFETCH_FACTOR, dataset_args["batch_size"],
+                                          dataset_args["sampling"])
+            context = "fork"
+        dataset = ClipBatchDataset([self.sources[i] for i in indices], slots=slots, **dataset_args)
         if num_workers == 0:  # decoding in a thread of this process, overlapping the model
             loader = decoded_in_thread(dataset)
         else:
             loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=keep_item,
-                                prefetch_factor=4)
+                                prefetch_factor=_PREFETCH_FACTOR, multiprocessing_context=context)
         try:
             for item in loader:
-                self.handle(indices, item)
+                if slots is None:
+                    self.handle(indices, item)
+                    continue
+                try:
+                    self.handle(indices, slots.receive(item, self.encoder.channels_last))
+                finally:
+                    slots.release(item)
         except RuntimeError as error:
             if not _is_worker_death(error):
                 raise

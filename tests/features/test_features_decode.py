@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -15,7 +17,7 @@ import pytest
 import torch
 
 from data.video import VideoReader
-from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, VideoFailure
+from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, ClipSlots, VideoFailure, keep_item
 from features.extract import run_extract
 from features.sources import VideoSource, list_sources
 from features.windows import clip_grid
@@ -96,6 +98,56 @@ def test_an_unexpected_error_becomes_the_video_failure(tiny_videos, monkeypatch)
     items = list(ClipBatchDataset(sources, sampling, clips_per_chunk=8, batch_size=8))
     assert items == [VideoFailure(0, "a", tiny_videos["path"][0], "MemoryError: cannot allocate frames"),
                      VideoFailure(1, "b", "", "video file not found (no path for it in the dataset)")]
+
+
+
+# ------------------------------------------------------------------ hand-over through shared slots
+
+
+def slotted_loader(dataset, num_workers):
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=keep_item,
+                                       prefetch_factor=4, multiprocessing_context="fork")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_workers_hand_batches_over_in_slots_with_the_same_clips_and_layout(tiny_videos, channels_last):
+    sources = [VideoSource(str(i), path) for i, path in enumerate(tiny_videos["path"][:3])]
+    expected = list(ClipBatchDataset(sources, SAMPLING, clips_per_chunk=5, batch_size=3, channels_last=channels_last))
+    slots = ClipSlots.for_batches(2, 4, batch_size=3, sampling=SAMPLING)
+    dataset = ClipBatchDataset(sources, SAMPLING, clips_per_chunk=5, batch_size=3, channels_last=channels_last,
+                               slots=slots)
+    got = []
+    for item in slotted_loader(dataset, 2):
+        assert item.clips is None and item.slot >= 0  # nothing but the slot's number crossed over
+        received = slots.receive(item, channels_last)
+        got.append(replace(received, clips=received.clips.clone()))
+        plain = received.clips.permute(0, 4, 1, 2, 3)  # the model's (n, 3, T, H, W) view
+        assert plain.is_contiguous(memory_format=torch.channels_last_3d) if channels_last else plain.is_contiguous()
+        slots.release(item)
+    got.sort(key=lambda item: (item.video_index, item.clip_start))
+    assert_same_batches(got, expected)
+
+
+def test_a_slot_is_not_reused_before_its_release_and_oversized_batches_travel_as_tensors(tiny_videos):
+    sources = [VideoSource("v", tiny_videos["path"][0])]
+    expected = list(ClipBatchDataset(sources, SAMPLING, clips_per_chunk=4, batch_size=2))
+    assert len(expected) > 3
+    # One slot: the worker must wait for each release before it can write the next batch.
+    one_slot = ClipSlots(num_workers=1, slots_per_worker=1, slot_bytes=expected[0].clips.numel())
+    loader = iter(slotted_loader(ClipBatchDataset(sources, SAMPLING, 4, 2, slots=one_slot), 1))
+    first = next(loader)
+    clips = one_slot.receive(first, channels_last=False).clips
+    time.sleep(0.5)  # time enough for the worker to overwrite the slot, had it not waited
+    np.testing.assert_array_equal(clips.numpy(), expected[0].clips.numpy())
+    one_slot.release(first)
+    for item, reference in zip(loader, expected[1:]):
+        np.testing.assert_array_equal(one_slot.receive(item, False).clips.numpy(), reference.clips.numpy())
+        one_slot.release(item)
+    # Slots too small for any batch: the clips come as tensors, as without slots.
+    tiny = ClipSlots(num_workers=1, slots_per_worker=2, slot_bytes=16)
+    items = list(slotted_loader(ClipBatchDataset(sources, SAMPLING, 4, 2, slots=tiny), 1))
+    assert all(item.slot == -1 and tiny.receive(item, False) is item for item in items)
+    assert_same_batches(items, expected)
 
 
 # ------------------------------------------------------------------ inputs as users give them
