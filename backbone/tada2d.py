@@ -169,6 +169,37 @@ def aggregate_relu_inference(
     return torch.relu_(result).reshape(out.shape)  # (B, T, C, H, W) -> (B*T, C, H, W)
 
 
+def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """``bn(conv(x))`` for an eval-mode BN as one conv: ``(weight (Cout, Cin, kh, kw), bias (Cout,))``.
+
+    The BN is ``y * scale + shift`` per output channel (``_bn_scale_shift``), so the conv's weight
+    is scaled per output channel and the shift becomes its bias (the conv's own bias, if any, scaled
+    too). The weight keeps the conv weight's memory format. Only the rounding differs.
+    """
+    scale, shift = _bn_scale_shift(bn)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)  # (Cout, Cin, kh, kw) * (Cout, 1, 1, 1)
+    bias = shift if conv.bias is None else shift + conv.bias * scale
+    return weight, bias
+
+
+def _bn_is_folded(fast_inference: bool, bn: nn.BatchNorm2d) -> bool:
+    """Whether the inference rewrites may replace ``bn``: autograd off, eval mode, running statistics."""
+    return (fast_inference and not torch.is_grad_enabled() and not bn.training
+            and bn.track_running_stats and bn.running_var is not None)
+
+
+def conv_bn(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, folded: DerivedTensors, fast_inference: bool) -> Tensor:
+    """``bn(conv(x))``; on the inference path one conv with ``bn`` folded into it (``fold_bn_into_conv``),
+    the folding kept in ``folded`` until a weight changes. Saves a pass over the conv's output."""
+    if not _bn_is_folded(fast_inference, bn):
+        return bn(conv(x))
+    sources = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    if conv.bias is not None:
+        sources += (conv.bias,)
+    weight, bias = folded.get(sources, lambda: fold_bn_into_conv(conv, bn))
+    return conv._conv_forward(x, weight, bias)
+
+
 def _batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm2d:
     """BatchNorm over folded frames: per channel over B, T, H, W, the same as the official BatchNorm3d."""
     bn = nn.BatchNorm2d(channels)
@@ -209,6 +240,7 @@ class _TemporalParts:
         # BN2 of eq. 7, zero-initialised so the aggregation branch starts switched off.
         self.pool_bn = _batch_norm(out_channels, zero_init=True) if aggregate else None
         self.aggregate_taps = DerivedTensors()  # the inference path's aggregate_filter
+        self.folded_spatial = DerivedTensors()  # a plain conv's BN folded into it (conv_bn)
         return conv, _batch_norm(out_channels)
 
     def _spatial_forward(
@@ -222,6 +254,8 @@ class _TemporalParts:
             self.fast_inference and not torch.is_grad_enabled() and not bn.training
             and (self.pool_bn is None or not self.pool_bn.training)
         )
+        if self.route is None and self.pool_bn is None:  # a plain conv: R2D, or a stage without TAda
+            return torch.relu_(conv_bn(x, conv, bn, self.folded_spatial, self.fast_inference))
         if self.route is not None:
             alpha = self.route.forward_folded(x, num_frames, inference=inference)  # (B*T, Cin, 1, 1)
             out = conv.forward_folded(x, alpha, scale_in_place=inference and x_is_scratch)
@@ -239,6 +273,14 @@ class _TemporalParts:
         # reaches `out` first is the one the other is added into in place, which only works for a
         # fresh tensor such as BN1's gradient (not the pooling's, which comes back through Python).
         return torch.relu_(self.pool_bn(temporal_avg_pool3(out, num_frames)).add_(bn(out)))
+
+
+    def _shortcut_forward(self, x: Tensor) -> Tensor:
+        """The identity, or the projection ``downsample`` (conv + BN, folded on the inference path)."""
+        if self.downsample is None:
+            return x
+        conv, bn = self.downsample
+        return conv_bn(x, conv, bn, self.folded_shortcut, self.fast_inference)
 
 
 class BasicBlock(_TemporalParts, nn.Module):
@@ -259,13 +301,13 @@ class BasicBlock(_TemporalParts, nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = _batch_norm(planes)
         self.downsample = _shortcut(in_channels, planes, stride)
+        self.folded_bn2, self.folded_shortcut = DerivedTensors(), DerivedTensors()  # (conv_bn)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """``(B*T, Cin, H, W)`` -> ``(B*T, planes, H/stride, W/stride)``."""
         out = self._spatial_forward(x, num_frames, self.conv1, self.bn1)
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return torch.relu_(out + identity)
+        out = conv_bn(out, self.conv2, self.bn2, self.folded_bn2, self.fast_inference)
+        return torch.relu_(out + self._shortcut_forward(x))
 
 
 class Bottleneck(_TemporalParts, nn.Module):
@@ -289,14 +331,15 @@ class Bottleneck(_TemporalParts, nn.Module):
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = _batch_norm(out_channels)
         self.downsample = _shortcut(in_channels, out_channels, stride)
+        # the inference path's BN foldings (conv_bn)
+        self.folded_bn1, self.folded_bn3, self.folded_shortcut = DerivedTensors(), DerivedTensors(), DerivedTensors()
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """``(B*T, Cin, H, W)`` -> ``(B*T, 4*planes, H/stride, W/stride)``."""
-        out = torch.relu_(self.bn1(self.conv1(x)))
+        out = torch.relu_(conv_bn(x, self.conv1, self.bn1, self.folded_bn1, self.fast_inference))
         out = self._spatial_forward(out, num_frames, self.conv2, self.bn2, x_is_scratch=True)
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return torch.relu_(out + identity)
+        out = conv_bn(out, self.conv3, self.bn3, self.folded_bn3, self.fast_inference)
+        return torch.relu_(out + self._shortcut_forward(x))
 
 
 class _Projection(nn.Conv2d):
@@ -310,10 +353,11 @@ class _Projection(nn.Conv2d):
     like the tiny test configuration's width 4, would meet it in its first strided shortcut.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        # nn.Conv2d.forward and conv_bn (the folded weight) both come through here
         if x.device.type == "cpu" and self.in_channels < 8 and self.stride != (1, 1):
             x = x.contiguous()  # no-op unless channels-last
-        return super().forward(x)
+        return super()._conv_forward(x, weight, bias)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
@@ -381,6 +425,8 @@ class TAda2D(nn.Module):
         # Stem: 7x7 stride 2, no max pool (res2 is strided instead).
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = _batch_norm(width)
+        self.fast_inference = True  # the inference rewrites (set_fast_inference)
+        self.folded_stem = DerivedTensors()  # the stem's BN folded into its conv (conv_bn)
         in_channels = width
         for stage_index, (num_blocks, adaptive) in enumerate(zip(blocks_per_stage, self.tada_stages)):
             planes = width * 2**stage_index
@@ -423,7 +469,7 @@ class TAda2D(nn.Module):
         also what to call after writing weights through ``tensor.data``, which they cannot see.
         """
         for module in self.modules():
-            if isinstance(module, _TemporalParts):
+            if isinstance(module, (_TemporalParts, TAda2D)):
                 module.fast_inference = bool(enabled)
             for derived in vars(module).values():
                 if isinstance(derived, DerivedTensors):
@@ -443,7 +489,8 @@ class TAda2D(nn.Module):
         batch, channels, num_frames, height, width = video.shape
         # (B, 3, T, H, W) -> (B, T, 3, H, W) -> (B*T, 3, H, W)
         frames = video.transpose(1, 2).reshape(batch * num_frames, channels, height, width)
-        x = torch.relu_(self.bn1(self.conv1(frames)))  # (B*T, width, H/2, W/2)
+        # (B*T, 3, H, W) -> (B*T, width, H/2, W/2)
+        x = torch.relu_(conv_bn(frames, self.conv1, self.bn1, self.folded_stem, self.fast_inference))
         for stage in self.stages:
             for block in stage:
                 x = block(x, num_frames)  # res2..res5: (B*T, C_i, H/2**(i+2), W/2**(i+2))

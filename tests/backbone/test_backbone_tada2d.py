@@ -404,3 +404,26 @@ def test_bad_arguments_raise():
         model(torch.randn(1, 3, 8, 32, 32))
     with pytest.raises(ValueError, match="feature must be"):
         model.classify_features(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("depth, tada_stages",
+                         [(50, (False,) * 4), (18, (True,) * 4), (18, (False, True, False, True))])
+def test_fast_inference_folds_every_bn_into_a_conv_and_equals_the_plain_path(monkeypatch, depth, tada_stages):
+    """R2D, basic blocks and mixed stages: on the inference path every BN is folded (into its conv, or
+    into eq. 7's filter), no BatchNorm module runs, and the features equal the plain path's."""
+    torch.manual_seed(14)
+    model = TAda2D(depth, {"label": 3}, width=8, num_frames=4, tada_stages=tada_stages).to(DTYPE).eval()
+    perturb_(model, seed=14)
+    video = torch.randn(2, 3, 4, 32, 32, dtype=DTYPE)
+    _, plain_feature = plain_path(model, video)
+    calls = []
+    real_forward = torch.nn.BatchNorm2d.forward
+    monkeypatch.setattr(torch.nn.BatchNorm2d, "forward", lambda bn, x: calls.append(bn) or real_forward(bn, x))
+    with torch.inference_mode():
+        _, fast_feature = model(video)
+    assert calls == []
+    torch.testing.assert_close(fast_feature, plain_feature, rtol=1e-12, atol=1e-12)
+    model.set_fast_inference(False)  # the switch reaches the stem and the folded convs too
+    with torch.inference_mode():
+        model(video)
+    assert len(calls) == sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules())  # each once
