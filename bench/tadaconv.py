@@ -15,8 +15,9 @@ neighbouring runs, which drifting load disturbs least. The two figures of issue 
   8x112x112, train mode, stored channels-last as the fine-tuning loader gives them
   (``clips_to_tensor``), after four untimed steps each (the first steps run 1.5-2x slower).
 
-TAda2D's inference uses its exact fast path (``TAda2D.set_fast_inference``, the default); the
-plain path is timed too, to show what the rewrite buys. The load average (``os.getloadavg``, as
+Both models' inference uses the exact fast path (``TAda2D.set_fast_inference``, the default:
+every BN folded into its conv or into eq. 7's filter, and TAda2D's own rewrites); the plain paths
+are timed too, to show what the rewrites buy (ratios against the fast R2D). The load average (``os.getloadavg``, as
 ``uptime`` prints it) is printed before and after, since the machine is shared.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matmuls and convolutions
@@ -197,11 +198,16 @@ def bench_models(repeats: int, num_frames: int, size: int) -> tuple[float, float
     plain_tada = build_model("tada2d", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
     plain_tada.load_state_dict(tada.state_dict())
     plain_tada.set_fast_inference(False)
+    # R2D without its inference rewrite (the BNs folded into the convs): the baseline before it
+    plain_r2d = build_model("tsn", depth=50, heads={"label": 400}, num_frames=num_frames).eval()
+    plain_r2d.load_state_dict(r2d.state_dict())
+    plain_r2d.set_fast_inference(False)
     with torch.inference_mode():
         fast_feature, plain_feature = tada(video)[1], plain_tada(video)[1]
         cpu_runs: dict[str, list[float]] = {}
         runs = time_runs({"R2D-R50": lambda: r2d(video), "TAda2D-R50": lambda: tada(video),
                           "TAda2D-R50 plain path": lambda: plain_tada(video),
+                          "R2D-R50 plain path": lambda: plain_r2d(video),
                           "R2D-R50 contiguous": lambda: r2d(contiguous_video),
                           "TAda2D-R50 contiguous": lambda: tada(contiguous_video)},
                          repeats, cpu_runs, warmups=3)
