@@ -427,3 +427,11 @@ def test_fast_inference_folds_every_bn_into_a_conv_and_equals_the_plain_path(mon
     with torch.inference_mode():
         model(video)
     assert len(calls) == sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules())  # each once
+    # a forward hook on a conv makes that conv and its BN run as modules, so the hook sees its input
+    model.set_fast_inference(True)
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape))
+    with torch.inference_mode():
+        _, hooked_feature = model(video)
+    assert seen == [(8, 3, 32, 32)]
+    torch.testing.assert_close(hooked_feature, plain_feature, rtol=1e-12, atol=1e-12)
