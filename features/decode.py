@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -137,6 +138,7 @@ class ClipSlots:
         self.num_workers = num_workers
         self.slots_per_worker = slots_per_worker
         self.slot_bytes = slot_bytes
+        self._owner_pid = os.getpid()  # the workers' parent
         self._memory = mmap.mmap(-1, num_workers * slots_per_worker * slot_bytes)
         self._counts = mmap.mmap(-1, 16 * num_workers)
         self.buffer = np.frombuffer(self._memory, dtype=np.uint8).reshape(num_workers * slots_per_worker, slot_bytes)
@@ -159,6 +161,8 @@ class ClipSlots:
             return None
         count = int(self.put_count[worker_id])
         while count - int(self.released_count[worker_id]) >= self.slots_per_worker:
+            if os.getppid() != self._owner_pid:  # the main process is gone: nobody will release it
+                raise RuntimeError("ClipSlots: the process that owns the slots has exited")
             time.sleep(0.0005)
         self.put_count[worker_id] = count + 1
         slot = worker_id * self.slots_per_worker + count % self.slots_per_worker
