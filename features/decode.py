@@ -224,31 +224,17 @@ class ClipBatchDataset(IterableDataset):
         opener = SourceOpener()
         try:
             for video_index in range(worker_id, len(self.sources), num_workers):
-                for item in self.video_items(video_index, opener):
-                    yield item if slots is None else self._into_slot(item, slots, worker_id)
+                yield from self.video_items(video_index, opener, slots, worker_id)
         finally:
             opener.close()
 
-    def _into_slot(self, item: ClipBatch | VideoFailure, slots: ClipSlots, worker_id: int):
-        """The item with its clips moved into the worker's next slot (unchanged if they do not fit)."""
-        if not isinstance(item, ClipBatch):
-            return item
-        shape = tuple(item.clips.shape)  # (n, T, H, W, 3)
-        memory_shape = shape if self.channels_last else (shape[0], shape[4], *shape[1:4])
-        taken = slots.slot_array(worker_id, memory_shape)
-        if taken is None:
-            return item
-        slot, array = taken
-        # the clips' memory as it is laid out: (n, T, H, W, 3), or (n, 3, T, H, W) viewed as that
-        source = item.clips if self.channels_last else item.clips.permute(0, 4, 1, 2, 3)
-        np.copyto(array, source.numpy())
-        return replace(item, clips=None, slot=slot, clips_shape=shape)
-
-    def video_items(self, video_index: int, opener: SourceOpener):
-        """One video's items: its ``ClipBatch``es, or a ``VideoFailure`` (possibly after some batches)."""
+    def video_items(self, video_index: int, opener: SourceOpener, slots: ClipSlots | None = None,
+                    worker_id: int = 0):
+        """One video's items: its ``ClipBatch``es, or a ``VideoFailure`` (possibly after some batches).
+        With ``slots``, the clips are written straight into worker ``worker_id``'s slots."""
         source = self.sources[video_index]
         try:
-            yield from self._decode_batches(video_index, source, opener)
+            yield from self._decode_batches(video_index, source, opener, slots, worker_id)
         except VideoError as error:
             yield VideoFailure(video_index, source.video_id, source.display_path, error.reason)
         # Anything else a broken file provokes deep in a decoder must not end the DataLoader either:
@@ -258,7 +244,8 @@ class ClipBatchDataset(IterableDataset):
             yield VideoFailure(video_index, source.video_id, source.display_path,
                                f"{type(error).__name__}: {lines[0]}")
 
-    def _decode_batches(self, video_index: int, source: VideoSource, opener: SourceOpener):
+    def _decode_batches(self, video_index: int, source: VideoSource, opener: SourceOpener,
+                        slots: ClipSlots | None, worker_id: int):
         sampling = self.sampling
         reader = opener.reader(source, sampling.short_side, self.decoder_threads)
         grid = clip_grid(reader.duration, sampling.fps, sampling.num_frames, sampling.interval_frames,
@@ -281,14 +268,17 @@ class ClipBatchDataset(IterableDataset):
             frames = center_crop(buffer, sampling.short_side) if sampling.crop == "center" else buffer
             for start in range(0, chunk.clip_stop - chunk.clip_start, self.batch_size):
                 stop = min(start + self.batch_size, chunk.clip_stop - chunk.clip_start)
-                clips = frames[chunk.clip_frame_ids[start:stop]]  # (n, T) buffer positions -> (n, T, H, W, 3)
-                if self.channels_last:  # fancy indexing made a new C-order array: no copy here
-                    clips = torch.from_numpy(np.ascontiguousarray(clips))
+                clip_frame_ids = chunk.clip_frame_ids[start:stop]  # (n, T) buffer positions
+                shape = (len(clip_frame_ids), sampling.num_frames, *frames.shape[1:])  # (n, T, H, W, 3)
+                slot, memory = self._clip_memory(shape, slots, worker_id)
+                if self.channels_last:  # memory is (n, T, H, W, 3): the clips gathered straight into it
+                    np.take(frames, clip_frame_ids, axis=0, out=memory)
+                    clips = None if slot >= 0 else torch.from_numpy(memory)
                 else:
-                    # (n, T, H, W, 3) -> (n, 3, T, H, W) in memory, viewed back as (n, T, H, W, 3)
+                    # memory is (n, 3, T, H, W), the clips viewed back as (n, T, H, W, 3)
                     # (numpy's copy: one thread, where torch's could start a thread team per decoder)
-                    clips = torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3)))
-                    clips = clips.permute(0, 2, 3, 4, 1)
+                    np.copyto(memory, frames[clip_frame_ids].transpose(0, 4, 1, 2, 3))
+                    clips = None if slot >= 0 else torch.from_numpy(memory).permute(0, 2, 3, 4, 1)
                 first_clip = chunk.clip_start + start
                 yield ClipBatch(
                     video_index=video_index,
@@ -300,4 +290,16 @@ class ClipBatchDataset(IterableDataset):
                     duration_sec=float(reader.duration),
                     native_fps=float(reader.native_fps),
                     is_last=first_clip + (stop - start) == grid.num_clips,
+                    slot=slot,
+                    clips_shape=shape if slot >= 0 else (),
                 )
+
+    def _clip_memory(self, shape: tuple[int, ...], slots: ClipSlots | None, worker_id: int) -> tuple[int, np.ndarray]:
+        """Where a batch of ``shape`` ``(n, T, H, W, 3)`` is built, laid out as the model runs
+        (``(n, T, H, W, 3)`` channels-last, else ``(n, 3, T, H, W)``): the worker's next slot and its
+        number, or fresh memory and -1 (no slots, or the batch does not fit one)."""
+        memory_shape = shape if self.channels_last else (shape[0], shape[4], *shape[1:4])
+        taken = slots.slot_array(worker_id, memory_shape) if slots is not None else None
+        if taken is None:
+            return -1, np.empty(memory_shape, dtype=np.uint8)
+        return taken
