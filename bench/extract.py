@@ -135,7 +135,8 @@ def end_to_end(sources, sampling, encoder, attrs, cfg, num_workers: int) -> int:
             summary = extract_videos(sources, sampling, encoder, writer,
                                      clips_per_chunk=cfg.extract.clips_per_chunk,
                                      batch_size=cfg.extract.batch_size, num_workers=num_workers,
-                                     decoder_threads=1, show_progress=False)
+                                     decoder_threads=1, show_progress=False,
+                                     decoder_nice=cfg.runtime.decoder_nice)
     if summary.failures:
         raise RuntimeError(f"bench: videos failed: {summary.failures}")
     return summary.num_clips

@@ -130,11 +130,15 @@ class RuntimeConfig:
     seed: int = 0
     num_workers: int = 1  # DataLoader worker processes for decoding (extract: 0 = a decoding thread)
     num_threads: int = 0  # torch threads per process (0 = default; extract on CPU leaves cores to decoders)
+    # added to the nice value of extraction's decoding worker processes: where decoders outnumber the free
+    # cores they then never take the model's core away (the model sets the pace; 0 = the main process's)
+    decoder_nice: int = 10
 
     def validate(self, prefix: str) -> None:
         _check_choice(self.device, f"{prefix}.device", ("auto", "cpu", "cuda"))
         _check(self.num_workers >= 0, f"{prefix}.num_workers", "must be >= 0")
         _check(self.num_threads >= 0, f"{prefix}.num_threads", "must be >= 0")
+        _check(0 <= self.decoder_nice <= 19, f"{prefix}.decoder_nice", "must be in 0..19")
 
 
 @dataclass

@@ -257,7 +257,8 @@ def extract_into(output: Path, failed_tsv: Path, sources: list[VideoSource], cfg
                  len(sources) - len(todo), len(todo), output)
         summary = extract_videos(todo, sampling, encoder, writer, clips_per_chunk=cfg.extract.clips_per_chunk,
                                  batch_size=cfg.extract.batch_size, num_workers=cfg.runtime.num_workers,
-                                 decoder_threads=decoder_threads, show_progress=ctx.is_main)
+                                 decoder_threads=decoder_threads, show_progress=ctx.is_main,
+                                 decoder_nice=cfg.runtime.decoder_nice)
     write_failures(failed_tsv, summary.failures)
     _log_summary(summary, len(sources) - len(todo), len(sources), where)
     return summary

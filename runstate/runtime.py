@@ -156,6 +156,17 @@ def model_threads(num_threads: int, num_workers: int, device: str) -> int:
     return min(torch.get_num_threads(), max(1, free_cores))
 
 
+def lower_priority(niceness: int) -> None:
+    """Adds ``niceness`` (>= 0) to the calling thread's nice value; the threads it starts later inherit
+    it (on Linux the value is per thread, so call it first thing in the thread or process it is for).
+    A lower priority needs no privilege; where the system refuses anyway, nothing changes."""
+    if niceness > 0:
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _console = None
 

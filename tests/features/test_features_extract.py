@@ -274,6 +274,22 @@ def test_a_crashing_decoder_process_fails_only_its_video(tmp_path, make_run, tin
     assert sorted(read_store(paths.features_h5)[0]) == sorted(videos["video_id"][[0, 1]])
 
 
+@pytest.mark.parametrize("decoder_nice", [0, 3])
+def test_decoding_workers_run_at_the_configured_lower_priority(tmp_path, make_run, tiny_videos, monkeypatch,
+                                                               decoder_nice):
+    def init(self, source, *args, **kwargs):  # in the worker: report its nice value as the failure reason
+        raise VideoError(str(source), f"nice {os.nice(0)}")
+
+    monkeypatch.setattr(VideoReader, "__init__", init)
+    cfg, paths = make_run(tmp_path / "work", "dataset.subsets=[validation]", "runtime.num_workers=2",
+                          f"runtime.decoder_nice={decoder_nice}")
+    with pytest.raises(ExtractionFailed, match="^3 of 3 videos failed"):
+        run_extract(cfg, paths)
+    expected = min(os.nice(0) + decoder_nice, 19)
+    assert {failure.reason for failure in read_failures(paths.failed_videos)} == {f"nice {expected}"}
+    assert os.nice(0) == expected - decoder_nice or expected == 19  # the main process keeps its priority
+
+
 # ------------------------------------------------------------------ settings and shards
 
 
