@@ -276,8 +276,7 @@ class ClipBatchDataset(IterableDataset):
                     clips = None if slot >= 0 else torch.from_numpy(memory)
                 else:
                     # memory is (n, 3, T, H, W), the clips viewed back as (n, T, H, W, 3)
-                    # (numpy's copy: one thread, where torch's could start a thread team per decoder)
-                    np.copyto(memory, frames[clip_frame_ids].transpose(0, 4, 1, 2, 3))
+                    _gather_transposed(frames, clip_frame_ids, memory)
                     clips = None if slot >= 0 else torch.from_numpy(memory).permute(0, 2, 3, 4, 1)
                 first_clip = chunk.clip_start + start
                 yield ClipBatch(
@@ -303,3 +302,16 @@ class ClipBatchDataset(IterableDataset):
         if taken is None:
             return -1, np.empty(memory_shape, dtype=np.uint8)
         return taken
+
+
+def _gather_transposed(frames: np.ndarray, clip_frame_ids: np.ndarray, out: np.ndarray) -> None:
+    """``out[i, :, t] = frames[clip_frame_ids[i, t]]`` with channels first: the contiguous layout's
+    clips, ``frames (K, H, W, 3)`` and ``clip_frame_ids (n, T)`` into ``out (n, 3, T, H, W)``.
+
+    One transposing copy a frame, straight into ``out``: gathering the clips first and transposing
+    them after would pass over the batch twice. (numpy's copy: one thread, where torch's could start
+    a thread team in every decoder.)
+    """
+    for clip_out, frame_ids in zip(out, clip_frame_ids.tolist()):
+        for t, frame_id in enumerate(frame_ids):
+            np.copyto(clip_out[:, t], frames[frame_id].transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)

@@ -17,7 +17,15 @@ import pytest
 import torch
 
 from data.video import VideoReader
-from features.decode import ClipBatch, ClipBatchDataset, ClipSampling, ClipSlots, VideoFailure, keep_item
+from features.decode import (
+    ClipBatch,
+    ClipBatchDataset,
+    ClipSampling,
+    ClipSlots,
+    VideoFailure,
+    _gather_transposed,
+    keep_item,
+)
 from features.extract import run_extract
 from features.sources import VideoSource, list_sources
 from features.windows import clip_grid
@@ -86,6 +94,15 @@ def test_channels_last_batches_hold_the_same_clips_in_the_model_layout(tiny_vide
         assert last.clips.is_contiguous()
         assert last.clips.permute(0, 4, 1, 2, 3).is_contiguous(memory_format=torch.channels_last_3d)
         assert plain.clips.permute(0, 4, 1, 2, 3).is_contiguous()
+
+
+def test_the_contiguous_layout_gathers_each_frame_transposed():
+    """``_gather_transposed`` against the plain gather-then-transpose, with clips sharing frames."""
+    frames = np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)  # (K, H, W, 3)
+    clip_frame_ids = np.array([[0, 2, 4], [2, 4, 6], [6, 6, 1]])  # (n, T), overlapping and repeated
+    out = np.empty((3, 3, 3, 5, 6), dtype=np.uint8)  # (n, 3, T, H, W)
+    _gather_transposed(frames, clip_frame_ids, out)
+    np.testing.assert_array_equal(out, frames[clip_frame_ids].transpose(0, 4, 1, 2, 3))
 
 
 def test_an_unexpected_error_becomes_the_video_failure(tiny_videos, monkeypatch):
