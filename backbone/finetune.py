@@ -164,11 +164,13 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
         model = DistributedDataParallel(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
     bare_model = model.module if ctx.distributed else model
 
+    # foreach: each op of the update runs once over all the tensors, the same values bit for bit as
+    # torch's per-tensor loop (its CPU default), in 0.7x its time (tests/backbone/test_backbone_finetune.py)
     if ft.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(bare_model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+        optimizer = torch.optim.AdamW(bare_model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay, foreach=True)
     else:
         optimizer = torch.optim.SGD(bare_model.parameters(), lr=ft.lr, momentum=ft.momentum,
-                                    weight_decay=ft.weight_decay)
+                                    weight_decay=ft.weight_decay, foreach=True)
     steps_per_epoch = len(train_loader)
     warmup_steps, total_steps = ft.warmup_epochs * steps_per_epoch, ft.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))

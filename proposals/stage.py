@@ -122,7 +122,9 @@ def run_bmn(cfg: Config, paths: RunPaths) -> None:
     if ctx.distributed:
         device_ids = [ctx.local_rank] if device.type == "cuda" else None
         model = DistributedDataParallel(bare_model, device_ids=device_ids, forward_sync_buffers=False)
-    optimizer = torch.optim.Adam(bare_model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # foreach: the per-tensor loop's values bit for bit, faster (see run_finetune)
+    optimizer = torch.optim.Adam(bare_model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+                                 foreach=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=0.1)
     valid_mask = torch.from_numpy(bm_valid_mask(settings.temporal_scale, inputs.max_duration)).to(device)
 

@@ -125,6 +125,32 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.parametrize("optimizer_class, hyperparameters", [
+    (torch.optim.AdamW, dict(lr=3e-3, weight_decay=0.05)),  # fine-tuning (finetune.optimizer=adamw)
+    (torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),  # fine-tuning (sgd)
+    (torch.optim.Adam, dict(lr=1e-3, weight_decay=1e-4)),  # BMN (proposals.stage)
+])
+def test_the_stages_foreach_updates_are_the_per_tensor_loop_bit_for_bit(optimizer_class, hyperparameters):
+    """The stages build their optimizers with ``foreach=True``; torch's per-tensor loop (its CPU
+    default) is the reference, on the demo model's parameters and the same random gradients."""
+    def parameters():
+        torch.manual_seed(0)
+        return list(build.build_model("tada2d", depth=10, heads={"verb": 6, "noun": 7}, width=16).parameters())
+
+    fast, loop = parameters(), parameters()
+    fast_optimizer = optimizer_class(fast, foreach=True, **hyperparameters)
+    loop_optimizer = optimizer_class(loop, foreach=False, **hyperparameters)
+    for step in range(4):
+        generator = torch.Generator().manual_seed(step)
+        for fast_param, loop_param in zip(fast, loop):
+            fast_param.grad = torch.randn(fast_param.shape, generator=generator)
+            loop_param.grad = fast_param.grad.clone()
+        fast_optimizer.step()
+        loop_optimizer.step()
+    assert not torch.equal(fast[0], parameters()[0])  # they moved
+    assert all(torch.equal(fast_param, loop_param) for fast_param, loop_param in zip(fast, loop))
+
+
 @pytest.mark.slow
 def test_finetune_is_deterministic_and_resumes_exactly(tmp_path, synthetic_cache, monkeypatch):
     overrides = ("finetune.epochs=2", "finetune.warmup_epochs=1")
@@ -152,6 +178,8 @@ def test_finetune_is_deterministic_and_resumes_exactly(tmp_path, synthetic_cache
     finetune.run_finetune(cfg_c, RunPaths.from_config(cfg_c))
     c = _state(tmp_path / "c/backbone/last.pt")
     assert all(torch.equal(a[k], c[k]) for k in a)
+    optimizer_groups = torch.load(tmp_path / "c/backbone/last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert all(group["foreach"] is True for group in optimizer_groups)  # the update run_finetune builds
     lines = (tmp_path / "c/backbone/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert lines == (tmp_path / "a/backbone/metrics.jsonl").read_text().splitlines() or \

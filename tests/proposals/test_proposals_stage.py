@@ -88,7 +88,9 @@ def test_windows_stage_trains_writes_proposals_and_skips_when_unchanged(tmp_path
     best = read_bmn_checkpoint(paths.bmn_checkpoint)
     aucs = [record["AUC"] for record in records]
     assert best["epoch"] == 1 + int(np.argmax(aucs)) and best["val"]["AUC"] == max(aucs)
-    assert read_bmn_checkpoint(paths.proposals_dir / "last.pt")["epoch"] == 12
+    last = read_bmn_checkpoint(paths.proposals_dir / "last.pt")
+    assert last["epoch"] == 12
+    assert all(group["foreach"] is True for group in last["optimizer"]["param_groups"])  # as the stage builds it
 
     # unchanged: nothing is redone
     outputs = [paths.proposals_json, paths.bmn_checkpoint, paths.bmn_metrics, paths.proposals_dir / "last.pt"]
