@@ -40,7 +40,7 @@ the tests compare it, and the training gradients, with plainly written reference
 import torch
 from torch import Tensor, nn
 
-from backbone.tadaconv import DerivedTensors, RouteFunction, TAdaConv2d
+from backbone.tadaconv import DerivedTensors, RouteFunction, TAdaConv2d, clear_derived_tensors
 
 # depth -> (block type, blocks per stage res2..res5)
 RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -481,9 +481,18 @@ class TAda2D(nn.Module):
         for module in self.modules():
             if isinstance(module, (_TemporalParts, TAda2D)):
                 module.fast_inference = bool(enabled)
-            for derived in vars(module).values():
-                if isinstance(derived, DerivedTensors):
-                    derived.clear()
+        clear_derived_tensors(self)
+
+    def train(self, mode: bool = True) -> "TAda2D":
+        """``nn.Module.train`` (``eval()`` too); also drops the BN foldings the inference rewrites keep.
+
+        They are recomputed at the next inference forward. This is what makes an optimizer's fused
+        step safe (``fused=True`` leaves the version counters the foldings are keyed by as they are,
+        ``DerivedTensors``): a loop puts the model in eval mode before it validates.
+        """
+        super().train(mode)
+        clear_derived_tensors(self)
+        return self
 
     @property
     def stages(self) -> list[nn.ModuleList]:

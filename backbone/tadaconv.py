@@ -297,10 +297,15 @@ class DerivedTensors:
     The inference paths fold eval-mode BatchNorms into neighbouring weights; computing the folded
     tensors on every forward would cost a dozen small ops per block, which is what they are there
     to save. ``get(sources, compute)`` returns the last result of ``compute()`` while every source
-    is the same tensor (identity, storage) at the same version: ``load_state_dict``, optimizer
-    steps, any in-place update under ``torch.no_grad``, ``.to()`` and replacing a parameter are all
-    seen. Not seen: writes through ``tensor.data``, which PyTorch gives a version counter of its own
-    (``p.data.copy_(...)``); after such a write, call ``clear()``, or ``TAda2D.set_fast_inference``.
+    is the same tensor (identity, storage) at the same version: ``load_state_dict``, the default
+    and ``foreach`` optimizer steps, any in-place update under ``torch.no_grad``, ``.to()`` and
+    replacing a parameter are all seen. Not seen by the versions: torch's fused optimizer steps
+    (``fused=True``), whose kernels leave the version counters as they are, and writes through
+    ``tensor.data``, which PyTorch gives a version counter of its own (``p.data.copy_(...)``).
+    So the modules that keep derived tensors also drop them whenever their mode changes
+    (``train()``, ``eval()``; :func:`clear_derived_tensors`): a loop that calls ``model.eval()``
+    before it validates, as every training loop does, sees its new weights however the optimizer
+    wrote them. After other such writes, call ``clear()``, or ``TAda2D.set_fast_inference``.
 
     Not a buffer: nothing of it is in the state dict.
     """
@@ -319,6 +324,14 @@ class DerivedTensors:
 
     def clear(self) -> None:
         self._key, self._values = None, ()
+
+
+def clear_derived_tensors(module: nn.Module) -> None:
+    """Drops every :class:`DerivedTensors` held by ``module`` or any module inside it."""
+    for submodule in module.modules():
+        for value in vars(submodule).values():
+            if isinstance(value, DerivedTensors):
+                value.clear()
 
 
 class RouteFunction(nn.Module):
@@ -388,6 +401,12 @@ class RouteFunction(nn.Module):
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
         nn.init.zeros_(self.conv_expand.weight)
+
+    def train(self, mode: bool = True) -> "RouteFunction":
+        """``nn.Module.train``; also drops the folded weights (see :class:`DerivedTensors`)."""
+        super().train(mode)
+        self.folded.clear()
+        return self
 
     def from_descriptors(self, frame_descriptors: Tensor) -> Tensor:
         """``(B, C, T)`` per-frame spatial averages -> ``(B, C, T)`` calibration factors."""

@@ -285,6 +285,30 @@ def test_fast_inference_model_follows_new_weights():
     torch.testing.assert_close(loaded, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_fast_inference_follows_a_fused_optimizer_step_once_the_model_is_in_eval_mode():
+    """torch's fused optimizer steps write the weights without bumping their version counters, which
+    the kept foldings are keyed by; a change of mode drops the foldings, so the validation after a
+    training epoch (``train()``, steps, ``eval()``) runs with the new weights."""
+    torch.manual_seed(14)
+    model = TAda2D(18, {"label": 3}, width=8, num_frames=4).eval()  # float32: what fused steps take
+    perturb_(model, seed=14)
+    video = torch.randn(2, 3, 4, 32, 32)
+    with torch.inference_mode():
+        model(video)  # fills the caches with these weights
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    model.train()
+    _, feature = model(video)
+    feature.sum().backward()
+    versions = [p._version for p in model.parameters()]
+    optimizer.step()
+    assert [p._version for p in model.parameters()] == versions  # what the version keys cannot see
+    model.eval()
+    with torch.inference_mode():
+        _, fast_feature = model(video)
+    plain_feature = plain_path(model, video)[1]
+    assert (fast_feature - plain_feature).abs().max() <= 1e-5 * plain_feature.abs().max()  # float32 rounding
+
+
 def test_fast_inference_is_only_taken_with_autograd_off_and_eval_bns():
     torch.manual_seed(10)
     model = TAda2D(50, {"label": 3}, width=8, num_frames=4).to(DTYPE).eval()

@@ -225,6 +225,13 @@ def test_route_inference_path_follows_every_change_of_the_weights():
     route.bn.running_mean.data.add_(1.0)
     route.folded.clear()
     check()
+    # A fused optimizer step leaves the versions alone; the change to eval mode drops the cache.
+    fused = torch.optim.AdamW(route.parameters(), lr=0.1, fused=True)
+    route.train()
+    route(torch.randn(2, 8, 3, 3, 3, dtype=DTYPE)).square().sum().backward()
+    fused.step()
+    route.eval()
+    check()
 
 
 @pytest.mark.parametrize("training", [True, False])
