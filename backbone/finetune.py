@@ -166,7 +166,8 @@ def run_finetune(cfg: Config, paths: RunPaths) -> None:
 
     # foreach: each op of the update runs once over all the tensors, the same values bit for bit as
     # torch's per-tensor loop (its CPU default), in 0.6-0.8x its time (bench/optimizer.py; a test).
-    # Not fused=True: faster still, but only equal to rounding, which this fine-tuning amplifies.
+    # Not fused=True: faster still, but equal only to rounding, and torch 2.13's fused CPU kernels
+    # mis-step a gradient whose strides differ from its parameter's.
     if ft.optimizer == "adamw":
         optimizer = torch.optim.AdamW(bare_model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay, foreach=True)
     else:
