@@ -15,7 +15,6 @@ equal bit for bit, fused only to rounding. Prints ratios; never used as a test t
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbone.build import build_model  # noqa: E402
+from bench.tadaconv import load_average  # noqa: E402
 
 OPTIMIZERS = {
     "AdamW (fine-tuning)": (torch.optim.AdamW, dict(lr=3e-3, weight_decay=0.05)),
@@ -33,10 +33,6 @@ OPTIMIZERS = {
     "Adam (BMN)": (torch.optim.Adam, dict(lr=1e-3, weight_decay=1e-4)),
 }
 IMPLEMENTATIONS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
-
-
-def load_average() -> str:
-    return "load average: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def model_parameters(depth: int, width: int) -> list[torch.nn.Parameter]:
